@@ -1,0 +1,1 @@
+"""minippo.lm: language-model RLHF (chapters 6-9). (placeholder: being written)"""

@@ -1,0 +1,67 @@
+"""Small shared helpers: seeding, shape checks and the NaN/inf guard.
+
+Every algorithm module uses these so that errors read the same everywhere (DESIGN.md,
+"Reliability contract").
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["set_seed", "check_shape", "check_same_shape", "check_finite", "check_range"]
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch, so that one seed gives one set of numbers."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_shape(name: str, x: torch.Tensor, shape: tuple) -> None:
+    """Raise ``ValueError`` unless ``x.shape`` matches ``shape`` (``None`` matches any size)."""
+    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+
+
+def check_same_shape(**tensors: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming every argument and its shape unless all shapes are equal."""
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{k} {s}" for k, s in shapes.items())
+        raise ValueError(f"shapes must match: {listed}")
+
+
+def check_range(name: str, value, low=None, high=None, *, low_open=False, high_open=False) -> None:
+    """Raise ``ValueError`` naming ``name`` and the allowed range unless ``value`` lies in it."""
+    bad = value is None or (isinstance(value, float) and math.isnan(value))
+    if not bad and low is not None:
+        bad = value <= low if low_open else value < low
+    if not bad and high is not None:
+        bad = value >= high if high_open else value > high
+    if bad:
+        lo = "-inf" if low is None else str(low)
+        hi = "inf" if high is None else str(high)
+        interval = ("(" if low_open else "[") + f"{lo}, {hi}" + (")" if high_open else "]")
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+
+
+def check_finite(update: int, **values) -> None:
+    """Stop training on a NaN or inf loss with the update number and a hint.
+
+    ``check_finite(update, policy_loss=..., value_loss=...)``; values may be tensors or floats.
+    """
+    for name, v in values.items():
+        x = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+        if not math.isfinite(x):
+            raise FloatingPointError(
+                f"{name} is {x} at update {update}. Hints: lower the learning rate, "
+                "check rewards and observations for NaN/inf, keep gradient clipping "
+                "(max_grad_norm) on, and normalise advantages."
+            )
