@@ -15,7 +15,7 @@ D     hidden width
 K     arms of a bandit, or states of a chain MDP (S)
 ====  =========================================================
 """
-from minippo.utils import set_seed, check_finite, check_shape, check_same_shape, check_range
+from minippo.utils import set_seed, check_finite, check_shape, check_same_shape, check_range, glue
 from minippo.history import History
 from minippo import (
     envs,

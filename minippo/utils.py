@@ -11,7 +11,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["set_seed", "check_shape", "check_same_shape", "check_finite", "check_range"]
+__all__ = ["set_seed", "check_shape", "check_same_shape", "check_finite", "check_range", "glue"]
 
 
 def set_seed(seed: int) -> None:
@@ -65,3 +65,17 @@ def check_finite(update: int, **values) -> None:
                 "check rewards and observations for NaN/inf, keep gradient clipping "
                 "(max_grad_norm) on, and normalise advantages."
             )
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Hand a number the run computed to the book's prose: ``{glue:text}`name:.2f```.
+
+    In the built book this is myst-nb's ``glue``; where myst-nb is missing (Colab) the value is
+    printed instead, so prose never carries a typed-in number.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        print(f"{name} = {value}")
+        return
+    myst_glue(name, value, display=display)
