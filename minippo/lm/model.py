@@ -1,0 +1,292 @@
+"""A tiny causal GPT as a policy over tokens: sampling, log-probs, entropies, masks (chapter 6).
+
+The model follows nanoGPT (Karpathy): token + position embeddings, pre-LayerNorm blocks of causal
+self-attention and an MLP, a final LayerNorm, a language-model head tied to the token embedding,
+plus one extra linear *value head* (zero-initialised, so the critic starts at V = 0 and cannot
+disturb the policy's first updates; TRL's ``AutoModelForCausalLMWithValueHead`` does the same).
+
+A batch is a prompt, left-padded to width P, followed by a response of fixed width R; ``L = P + R``.
+Left padding makes every response start in column P, so a batch is generated one column at a
+time.  Padded positions are excluded from attention by ``attention_mask`` and positions are
+counted from the first real token, so a prompt's numbers do not depend on how much it was padded.
+
+Indexing convention (the one TRL uses).  The logits at position ``P - 1 + t`` give the
+distribution of response token ``t``; the value head at the same position is V(s_t), the value
+of the state "prompt + first t response tokens".  :func:`response_logprobs` returns both as
+``(B, R)`` tensors aligned with the response tokens.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from minippo.utils import check_range
+
+__all__ = [
+    "GPTConfig",
+    "GPT",
+    "Generation",
+    "response_mask",
+    "generate",
+    "response_logprobs",
+    "sequence_positions",
+]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Sizes of the tiny GPT (defaults: about 0.1M parameters, nanoGPT's layout)."""
+
+    vocab_size: int = 99  #: V; CharTokenizer().vocab_size is 99
+    block_size: int = 48  #: the longest sequence L the position embedding covers
+    n_layer: int = 2  #: transformer blocks
+    n_head: int = 4  #: attention heads per block
+    n_embd: int = 64  #: D, the residual width
+    dropout: float = 0.0  #: 0 for RL: log-probs must be deterministic (Ziegler et al. 2019 turn it off)
+
+    def __post_init__(self):
+        check_range("vocab_size", self.vocab_size, 4)
+        check_range("block_size", self.block_size, 2)
+        check_range("n_layer", self.n_layer, 1)
+        check_range("n_head", self.n_head, 1)
+        check_range("n_embd", self.n_embd, 1)
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+    @property
+    def head_dim(self) -> int:
+        """D / number of heads."""
+        return self.n_embd // self.n_head
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position i sees positions j <= i that are not padding."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)  # (B, L, D) each
+        q = q.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
+        k = k.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
+        v = v.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, L, hd)
+        y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+        return self.proj(y)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.n_embd, 4 * config.n_embd),
+            nn.GELU(),
+            nn.Linear(4 * config.n_embd, config.n_embd),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), allowed)  # (B, L, D)
+        return x + self.mlp(self.ln_2(x))  # (B, L, D)
+
+
+def sequence_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counted from the first real token: ``cumsum(mask) - 1``, 0 on left padding."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+
+
+class GPT(nn.Module):
+    """Tiny causal transformer with a language-model head and a zero-initialised value head."""
+
+    def __init__(self, config: GPTConfig = GPTConfig()):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017), as in GPT-2
+        self.value_head = nn.Linear(config.n_embd, 1)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 n_layer)
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        """Number of distinct parameters (the tied head counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def hidden(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               checkpoint: bool = False) -> torch.Tensor:
+        """Final hidden states ``(B, L, D)``.
+
+        ``attention_mask`` (B, L) bool marks real tokens (default: all).  With ``checkpoint=True``
+        each block's activations are recomputed in the backward pass instead of stored
+        (``torch.utils.checkpoint``; chapter 8 measures the memory it saves).
+        """
+        B, L = idx.shape
+        if L > self.config.block_size:
+            raise ValueError(f"sequence length {L} exceeds block_size {self.config.block_size}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(idx, dtype=torch.bool)  # (B, L)
+        if attention_mask.shape != idx.shape:
+            raise ValueError(f"shapes must match: idx {tuple(idx.shape)}, attention_mask {tuple(attention_mask.shape)}")
+        causal = torch.ones(L, L, dtype=torch.bool, device=idx.device).tril()  # (L, L)
+        # query i may see key j iff j <= i and j is a real token; every query sees itself, so a
+        # padded row is never empty (its output is ignored anyway).
+        allowed = (causal & attention_mask[:, None, :]) | torch.eye(L, dtype=torch.bool, device=idx.device)  # (B, L, L)
+        allowed = allowed[:, None]  # (B, 1, L, L), broadcast over heads
+        x = self.tok_emb(idx) + self.pos_emb(sequence_positions(attention_mask))  # (B, L, D)
+        x = self.drop(x)
+        for block in self.blocks:
+            if checkpoint and torch.is_grad_enabled():
+                x = _checkpoint(block, x, allowed, use_reentrant=False)  # (B, L, D)
+            else:
+                x = block(x, allowed)  # (B, L, D)
+        return self.ln_f(x)  # (B, L, D)
+
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                checkpoint: bool = False) -> torch.Tensor:
+        """Next-token logits ``(B, L, V)``."""
+        return self.lm_head(self.hidden(idx, attention_mask, checkpoint))  # (B, L, V)
+
+    def forward_with_value(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                           checkpoint: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, L, V)`` and the value head's output ``(B, L)`` from one trunk pass."""
+        h = self.hidden(idx, attention_mask, checkpoint)  # (B, L, D)
+        return self.lm_head(h), self.value_head(h).squeeze(-1)  # (B, L, V), (B, L)
+
+
+def response_mask(response: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """True for response tokens up to and including the first EOS; False after it.
+
+    EOS itself is an action (the policy chose to stop), so it keeps its log-prob, its reward and
+    its loss; the PAD tokens after it are not actions and get none of them.  A response without
+    EOS (truncated) is True everywhere.
+    """
+    is_eos = (response == eos_id).long()  # (B, R)
+    eos_before = is_eos.cumsum(dim=1) - is_eos  # (B, R): number of EOS strictly before t
+    return eos_before == 0  # (B, R)
+
+
+@dataclass
+class Generation:
+    """A batch of sampled responses and what the policy knew when it sampled them."""
+
+    tokens: torch.Tensor  #: (B, P + R) left-padded prompt, then the response (PAD after EOS)
+    attention_mask: torch.Tensor  #: (B, P + R) bool, real tokens
+    response_mask: torch.Tensor  #: (B, R) bool, response tokens up to and including EOS
+    logp: torch.Tensor  #: (B, R) log-prob of each sampled token at the sampling temperature (0 where masked)
+    prompt_len: int  #: P, the column where responses start
+    finished: torch.Tensor  #: (B,) bool, the response contains EOS (otherwise it was truncated)
+
+    @property
+    def response(self) -> torch.Tensor:
+        """The response tokens ``(B, R)``."""
+        return self.tokens[:, self.prompt_len:]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``(B,)`` long: number of response tokens, EOS included."""
+        return self.response_mask.sum(dim=1)
+
+    @property
+    def last_index(self) -> torch.Tensor:
+        """``(B,)`` long: index in the response of the EOS token (or of the last token if truncated);
+        the sequence-level score is added here."""
+        return self.lengths - 1
+
+
+@torch.no_grad()
+def generate(model: GPT, prompt: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
+             eos_id: int, pad_id: int, temperature: float = 1.0,
+             generator: torch.Generator | None = None) -> Generation:
+    """Sample ``max_new_tokens`` response tokens for each left-padded prompt.
+
+    Every row gets exactly ``R = max_new_tokens`` columns; after a row's first EOS its tokens are
+    PAD and masked, so the batch stays rectangular (fixed-length generation, as TRL does).
+    ``temperature`` divides the logits before sampling and the returned log-probs are those of
+    the *sampling* distribution, so that they equal :func:`response_logprobs` at the same
+    temperature (a test checks this; mismatching them is a classic RLHF bug).  ``temperature=0``
+    is greedy decoding (log-probs then at temperature 1).  ``generator`` makes sampling
+    reproducible without touching the global seed.
+    """
+    check_range("temperature", temperature, 0.0)
+    check_range("max_new_tokens", max_new_tokens, 1)
+    if prompt.shape != prompt_mask.shape:
+        raise ValueError(f"shapes must match: prompt {tuple(prompt.shape)}, prompt_mask {tuple(prompt_mask.shape)}")
+    was_training = model.training
+    model.eval()
+    B, P = prompt.shape
+    tokens = torch.cat([prompt, torch.full((B, max_new_tokens), pad_id, dtype=torch.long)], dim=1)  # (B, L)
+    mask = torch.cat([prompt_mask.bool(), torch.zeros(B, max_new_tokens, dtype=torch.bool)], dim=1)  # (B, L)
+    logp = torch.zeros(B, max_new_tokens)  # (B, R)
+    done = torch.zeros(B, dtype=torch.bool)  # (B,)
+    for t in range(max_new_tokens):
+        logits = model(tokens[:, : P + t], mask[:, : P + t])[:, -1]  # (B, V)
+        if temperature > 0:
+            logprobs = F.log_softmax(logits / temperature, dim=-1)  # (B, V)
+            tok = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(1)  # (B,)
+        else:
+            logprobs = F.log_softmax(logits, dim=-1)  # (B, V)
+            tok = logprobs.argmax(dim=-1)  # (B,)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)  # (B,)
+        logp[:, t] = torch.where(done, 0.0, logprobs.gather(1, tok[:, None]).squeeze(1))
+        tokens[:, P + t] = tok
+        mask[:, P + t] = ~done
+        done = done | (tok == eos_id)
+    model.train(was_training)
+    return Generation(tokens, mask, response_mask(tokens[:, P:], eos_id), logp, P, done)
+
+
+def response_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                      temperature: float = 1.0, with_value: bool = False, checkpoint: bool = False):
+    """Per-token log-probs, entropies (and values) of the response part of ``tokens``.
+
+    Returns ``(logp, entropy, values)``, each ``(B, R)`` with ``R = L - prompt_len``; ``values`` is
+    ``None`` unless ``with_value``.  Logits are divided by ``temperature`` exactly as in
+    :func:`generate` (a temperature of 0 counts as 1).  Masked positions hold numbers too; callers
+    apply ``response_mask``.
+
+    ``logp[b, t] = log pi(y_t | x, y_<t)`` is read from the logits at position ``P - 1 + t``.
+    """
+    P = prompt_len
+    if with_value:
+        logits, values = model.forward_with_value(tokens, attention_mask, checkpoint)  # (B, L, V), (B, L)
+        values = values[:, P - 1: -1]  # (B, R)
+    else:
+        logits, values = model(tokens, attention_mask, checkpoint), None  # (B, L, V)
+    logits = logits[:, P - 1: -1] / (temperature if temperature > 0 else 1.0)  # (B, R, V)
+    logprobs = F.log_softmax(logits, dim=-1)  # (B, R, V)
+    logp = logprobs.gather(2, tokens[:, P:, None]).squeeze(2)  # (B, R)
+    entropy = -(logprobs.exp() * logprobs).sum(dim=-1)  # (B, R)
+    return logp, entropy, values
