@@ -1,1 +1,498 @@
-"""(placeholder: being written)"""
+"""Exercise checkers: run a reader's function against the package's reference and say what differs.
+
+Every exercise in the book ends with one line, e.g. ``mp.checks.check_gae(my_gae)``. The checker
+calls the reader's function on seeded random cases, the edge cases first named in the report
+(an episode ending at the first or the last step, every step ending one, ``gamma = 0``,
+``lambda = 0`` and ``1``, ...), and compares each answer with the reference in ``minippo``.
+
+* Success: prints one line, ``✓ gae matches the reference on 20 random cases``, returns True.
+* First mismatch: raises ``AssertionError`` with the case number and what it tests, the inputs
+  (shapes, dtypes and values), the expected and the returned output, the first differing index,
+  and hints at the usual mistakes. A wrong shape, dtype or type is said in so many words.
+* The reader's function raising: ``AssertionError`` naming the case, chained to the original
+  exception so the traceback still points at the reader's line.
+
+Inputs are passed *positionally*, in the order of the package's signature (so a reader may name
+their arguments as they like), and as copies: a function that modifies its inputs in place is
+reported, since in a training loop it would corrupt the rollout.
+
+Chapter authors add checkers by appending to this file: write a ``_cases_x(i, generator)``
+function returning ``(description, {name: input, ...})`` and a ``check_x(fn)`` that calls
+:func:`check`. Random numbers come from a ``torch.Generator`` seeded per case, never from the
+global seed, so running a checker does not change the reader's results.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from minippo import advantages as _adv
+from minippo import objectives as _obj
+
+__all__ = [
+    "check",
+    "check_discounted_returns",
+    "check_reward_to_go",
+    "check_td_residuals",
+    "check_gae",
+    "check_clipped_surrogate",
+    "check_clipped_value_loss",
+    "check_kl_estimators",
+    "check_conjugate_gradient",
+    "check_explained_variance",
+    "check_whiten",
+]
+
+
+# =========================================================================== the machinery
+def _show(x: Any, indent: str = "    ") -> str:
+    """A short, readable rendering of one input or output value."""
+    if isinstance(x, Tensor):
+        values = np.array2string(x.detach().cpu().numpy(), precision=4, threshold=40,
+                                 edgeitems=3, suppress_small=True)
+        body = ("\n" + values).replace("\n", "\n" + indent)
+        return f"tensor of shape {tuple(x.shape)}, dtype {x.dtype}:{body}"
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    return repr(x)
+
+
+def _show_inputs(inputs: dict[str, Any]) -> str:
+    return "\n".join(f"  {name} = {_show(value)}" for name, value in inputs.items())
+
+
+def _mismatch(expected: Any, got: Any, atol: float, rtol: float, check_dtype: bool,
+              label: str, names: tuple[str, ...] | None = None) -> str | None:
+    """None if ``got`` matches ``expected``, else a sentence saying how it differs."""
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            return (f"{label}: expected a tuple of {len(expected)} values, got "
+                    f"{type(got).__name__}" + (f" of length {len(got)}" if
+                                               isinstance(got, (tuple, list)) else ""))
+        for k, (e, g) in enumerate(zip(expected, got)):
+            part = names[k] if names and k < len(names) else f"{label}[{k}]"
+            msg = _mismatch(e, g, atol, rtol, check_dtype, part)
+            if msg:
+                return msg
+        return None
+    if got is None:
+        return f"{label}: your function returned None. Did you forget the `return` statement?"
+    if isinstance(expected, Tensor):
+        if not isinstance(got, Tensor):
+            extra = " (wrap it with torch.as_tensor)" if isinstance(got, np.ndarray) else ""
+            return f"{label}: expected a torch.Tensor, got {type(got).__name__}{extra}"
+        got = got.detach()
+        if got.shape != expected.shape:
+            return (f"{label}: wrong shape: expected {tuple(expected.shape)}, got "
+                    f"{tuple(got.shape)}")
+        if check_dtype and got.dtype != expected.dtype:
+            return (f"{label}: wrong dtype: expected {expected.dtype}, got {got.dtype} (create "
+                    "new tensors with torch.zeros_like(...) or dtype=... to keep the input's)")
+        if expected.dtype == torch.bool or not torch.is_floating_point(expected):
+            bad = got.to(expected.dtype) != expected
+        else:
+            g = got.to(expected.dtype)
+            bad = ~torch.isclose(g, expected, rtol=rtol, atol=atol, equal_nan=True)
+        if not bool(bad.any()):
+            return None
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        e_val, g_val = expected[idx].item(), got[idx].item()
+        summary = (f"{label}: {int(bad.sum())} of {bad.numel()} entries differ; first difference "
+                   f"at index {idx}: expected {e_val:.6g}, got {g_val:.6g}")
+        if expected.dim() == 0:
+            summary = f"{label}: expected {e_val:.6g}, got {g_val:.6g}"
+        return (f"{summary}\n"
+                f"  expected (reference) = {_show(expected)}\n"
+                f"  got (your function)  = {_show(got)}")
+    # a Python number is expected; accept a number or a one-element tensor
+    if isinstance(got, Tensor):
+        if got.numel() != 1:
+            return f"{label}: expected a single number, got a tensor of shape {tuple(got.shape)}"
+        got = got.item()
+    if not isinstance(got, (int, float, np.floating, np.integer, bool)):
+        return f"{label}: expected a number, got {type(got).__name__}"
+    e, g = float(expected), float(got)
+    if (math.isnan(e) and math.isnan(g)) or math.isclose(g, e, rel_tol=rtol, abs_tol=atol):
+        return None
+    return f"{label}: expected {e:.6g} (reference), got {g:.6g}"
+
+
+def check(fn: Callable, reference: Callable, make_case: Callable, n_cases: int = 20,
+          atol: float = 1e-5, name: str | None = None, *, rtol: float = 1e-5, seed: int = 0,
+          hint: str | None = None, check_dtype: bool = True,
+          output_names: tuple[str, ...] | None = None) -> bool:
+    """Run ``fn`` against ``reference`` on ``n_cases`` seeded cases; raise on the first mismatch.
+
+    Args:
+        fn: the reader's function.
+        reference: the correct function (same positional signature).
+        make_case: ``make_case(i, generator) -> (description, {name: value, ...})`` (a plain
+            dict is accepted too); values are passed to both functions positionally, in order.
+        n_cases: number of cases (case ``i`` is built with a generator seeded ``seed, i``).
+        atol, rtol: tolerances of ``torch.isclose`` for floating outputs.
+        name: what the report calls the function (default: the reference's ``__name__``).
+        hint: the usual mistakes, appended to a failure report.
+        check_dtype: require the output dtype to equal the reference's.
+        output_names: what the report calls each part of a tuple output.
+    Returns:
+        True (after printing one line) if every case matches.
+    Raises:
+        AssertionError: on the first case that differs or raises.
+    """
+    name = name or getattr(reference, "__name__", "function")
+    for i in range(n_cases):
+        gen = torch.Generator().manual_seed(seed * 100_003 + i)
+        case = make_case(i, gen)
+        description, inputs = case if isinstance(case, tuple) else (None, case)
+        where = f"case {i} of {n_cases}" + (f" ({description})" if description else "")
+        expected = reference(*copy.deepcopy(list(inputs.values())))
+        given = copy.deepcopy(list(inputs.values()))
+        inputs_text = f"\ninputs:\n{_show_inputs(inputs)}"
+        footer = f"\nhints: {hint}" if hint else ""
+        try:
+            got = fn(*given)
+        except Exception as err:  # the reader's bug, reported with the case that triggered it
+            what = ("is not implemented yet (it raised NotImplementedError)"
+                    if isinstance(err, NotImplementedError)
+                    else f"raised {type(err).__name__}: {err}")
+            raise AssertionError(f"{name}, {where}: your function {what}{inputs_text}"
+                                 f"{footer}") from err
+        for (arg, before), after in zip(inputs.items(), given):
+            if isinstance(before, Tensor) and isinstance(after, Tensor) and not (
+                    after.shape == before.shape and torch.equal(after, before)):
+                raise AssertionError(f"{name}, {where}: your function modified its input "
+                                     f"`{arg}` in place; compute into a new tensor instead"
+                                     f"{inputs_text}{footer}")
+        msg = _mismatch(expected, got, atol, rtol, check_dtype, "output", output_names)
+        if msg:
+            summary, _, details = msg.partition("\n")
+            details = "\n" + details if details else ""
+            raise AssertionError(f"{name} differs from the reference on {where}.\n{summary}"
+                                 f"{inputs_text}{details}{footer}")
+    print(f"✓ {name} matches the reference on {n_cases} random cases")
+    return True
+
+
+# =========================================================================== case generators
+def _flags(gen: torch.Generator, T: int, B: int, p: float) -> Tensor:
+    return torch.rand(T, B, generator=gen) < p  # (T, B) bool
+
+
+def _rollout_case(i: int, gen: torch.Generator, truncation: bool = True):
+    """A random rollout, edge cases first. Returns (description, dict of tensors, gamma, lam)."""
+    scenarios = ["random episode ends", "an episode ends at the first step",
+                 "episodes end at the last step", "every step ends an episode",
+                 "no episode ends", "gamma = 0", "lambda = 0", "lambda = 1", "gamma = 1",
+                 "one step, T = 1", "one environment, B = 1", "only truncations",
+                 "only terminations"]
+    what = scenarios[i] if i < len(scenarios) else "random episode ends"
+    T = 1 if what == "one step, T = 1" else int(torch.randint(4, 9, (), generator=gen))
+    B = 1 if what == "one environment, B = 1" else int(torch.randint(2, 4, (), generator=gen))
+    rewards = torch.randn(T, B, generator=gen)  # (T, B)
+    values = torch.randn(T, B, generator=gen)  # (T, B)
+    terminated = _flags(gen, T, B, 0.15)  # (T, B)
+    truncated = _flags(gen, T, B, 0.15) & ~terminated  # (T, B)
+    if what == "an episode ends at the first step":
+        terminated[0, 0] = True
+        truncated[0, -1] = not bool(terminated[0, -1]) and truncation
+    elif what == "episodes end at the last step":
+        terminated[-1, 0] = True
+        if truncation and B > 1:
+            terminated[-1, -1], truncated[-1, -1] = False, True
+    elif what == "every step ends an episode":
+        terminated = _flags(gen, T, B, 0.5)
+        truncated = ~terminated
+    elif what == "no episode ends":
+        terminated[:], truncated[:] = False, False
+    elif what == "only truncations":
+        truncated, terminated = truncated | terminated, torch.zeros_like(terminated)
+    elif what == "only terminations":
+        terminated, truncated = truncated | terminated, torch.zeros_like(truncated)
+    if not truncation:
+        terminated, truncated = terminated | truncated, torch.zeros_like(truncated)
+    # next_values as minippo.rollout stores them: V(s_{t+1}) inside an episode, V(final_obs)
+    # at truncations and at the last step, 0 where terminated
+    next_values = torch.cat([values[1:], torch.randn(1, B, generator=gen)])  # (T, B)
+    next_values = torch.where(truncated, torch.randn(T, B, generator=gen), next_values)
+    next_values = torch.where(terminated, torch.zeros(()), next_values)
+    gamma = {"gamma = 0": 0.0, "gamma = 1": 1.0}.get(what, 0.99 - 0.1 * float(torch.rand((), generator=gen)))
+    lam = {"lambda = 0": 0.0, "lambda = 1": 1.0}.get(what, 0.95 - 0.2 * float(torch.rand((), generator=gen)))
+    data = dict(rewards=rewards, values=values, next_values=next_values, terminated=terminated,
+                truncated=truncated)
+    return what, data, round(gamma, 3), round(lam, 3)
+
+
+def _cases_discounted_returns(i: int, gen: torch.Generator):
+    what, data, gamma, _ = _rollout_case(i, gen)
+    T = 1 if what == "one step, T = 1" else int(torch.randint(2, 10, (), generator=gen))
+    what = what if what in ("gamma = 0", "gamma = 1", "one step, T = 1") else "one episode"
+    return what, {"rewards": torch.randn(T, generator=gen), "gamma": gamma}
+
+
+def _cases_reward_to_go(i: int, gen: torch.Generator):
+    what, d, gamma, _ = _rollout_case(i, gen, truncation=False)
+    return what, {"rewards": d["rewards"], "dones": d["terminated"], "gamma": gamma}
+
+
+def _cases_td_residuals(i: int, gen: torch.Generator):
+    what, d, gamma, _ = _rollout_case(i, gen)
+    return what, {k: d[k] for k in ("rewards", "values", "next_values", "terminated")} | {
+        "gamma": gamma}
+
+
+def _cases_gae(i: int, gen: torch.Generator):
+    what, d, gamma, lam = _rollout_case(i, gen)
+    return what, d | {"gamma": gamma, "gae_lambda": lam}
+
+
+def _cases_surrogate(i: int, gen: torch.Generator):
+    scenarios = ["ratios on both sides of the clip range", "ratio = 1 (logp == logp_old)",
+                 "all advantages positive", "all advantages negative", "clip_eps = 0.1",
+                 "large policy change"]
+    what = scenarios[i] if i < len(scenarios) else scenarios[0]
+    N = int(torch.randint(5, 13, (), generator=gen))
+    logp_old = -torch.rand(N, generator=gen) * 2 - 0.05  # (N,) log-probs of taken actions
+    scale = {"ratio = 1 (logp == logp_old)": 0.0, "large policy change": 1.0}.get(what, 0.3)
+    logp = logp_old + scale * torch.randn(N, generator=gen)  # (N,)
+    adv = torch.randn(N, generator=gen)  # (N,)
+    if what == "all advantages positive":
+        adv = adv.abs()
+    elif what == "all advantages negative":
+        adv = -adv.abs()
+    clip_eps = 0.1 if what == "clip_eps = 0.1" else 0.2
+    return what, {"logp": logp, "logp_old": logp_old, "adv": adv, "clip_eps": clip_eps}
+
+
+def _cases_value_loss(i: int, gen: torch.Generator):
+    scenarios = ["some predictions move beyond the clip range", "v == v_old",
+                 "clip_eps = 0.5", "large value change"]
+    what = scenarios[i] if i < len(scenarios) else scenarios[0]
+    N = int(torch.randint(5, 13, (), generator=gen))
+    v_old = torch.randn(N, generator=gen)  # (N,)
+    scale = {"v == v_old": 0.0, "large value change": 2.0}.get(what, 0.4)
+    v = v_old + scale * torch.randn(N, generator=gen)  # (N,)
+    ret = v_old + torch.randn(N, generator=gen)  # (N,)
+    clip_eps = 0.5 if what == "clip_eps = 0.5" else 0.2
+    return what, {"v": v, "v_old": v_old, "ret": ret, "clip_eps": clip_eps}
+
+
+def _loss_and_grad(loss_fn: Callable, x: Tensor, *rest) -> tuple[Tensor, Tensor]:
+    """(loss, d loss / d x): a checker for a loss compares its value and its gradient."""
+    x = x.detach().clone().requires_grad_(True)
+    loss = loss_fn(x, *rest)
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        return loss, None  # reported by the value comparison (must be a scalar tensor)
+    if not loss.requires_grad:
+        raise TypeError("the loss does not depend on its first argument through autograd "
+                        "(did you call .item(), .detach() or torch.no_grad()?)")
+    (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    return loss.detach(), torch.zeros_like(x) if grad is None else grad
+
+
+def _cases_kl(i: int, gen: torch.Generator):
+    scenarios = ["samples from q, log-probs under q and p", "p == q (KL = 0)",
+                 "p far from q"]
+    what = scenarios[i] if i < len(scenarios) else scenarios[0]
+    K, N = 5, int(torch.randint(6, 13, (), generator=gen))
+    logits_q = torch.randn(K, generator=gen)
+    spread = {"p == q (KL = 0)": 0.0, "p far from q": 3.0}.get(what, 0.7)
+    logits_p = logits_q + spread * torch.randn(K, generator=gen)
+    x = torch.multinomial(torch.softmax(logits_q, 0), N, replacement=True, generator=gen)  # (N,)
+    return what, {"logp_q": torch.log_softmax(logits_q, 0)[x],
+                  "logp_p": torch.log_softmax(logits_p, 0)[x]}
+
+
+class _MatVec:
+    """``Avp(x) = A @ x`` for a symmetric positive-definite ``A`` the reader never sees."""
+
+    def __init__(self, A: Tensor):
+        self.A = A
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.A @ x
+
+    def __repr__(self) -> str:
+        eig = torch.linalg.eigvalsh(self.A)
+        n = self.A.shape[0]
+        return (f"Avp: x -> A @ x, A a {n}x{n} SPD matrix (float64, eigenvalues "
+                f"{float(eig.min()):.3g}..{float(eig.max()):.3g})")
+
+
+def _cases_cg(i: int, gen: torch.Generator):
+    scenarios = ["random SPD system", "1x1 system", "diagonal A",
+                 "b is an eigenvector of A (CG is exact after one step)"]
+    what = scenarios[i] if i < len(scenarios) else scenarios[0]
+    n = 1 if what == "1x1 system" else int(torch.randint(2, 9, (), generator=gen))
+    eig = 1.0 + 9.0 * torch.rand(n, generator=gen, dtype=torch.float64)  # condition <= 10
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    if what == "diagonal A":
+        Q = torch.eye(n, dtype=torch.float64)
+    A = Q @ torch.diag(eig) @ Q.T
+    A = 0.5 * (A + A.T)
+    b = torch.randn(n, generator=gen, dtype=torch.float64)
+    if what.startswith("b is an eigenvector"):
+        A, b = torch.diag(eig), torch.zeros(n, dtype=torch.float64)
+        b[0] = 2.0
+    return what, {"Avp": _MatVec(A), "b": b, "iters": n}
+
+
+def _dense_solve(Avp: Callable, b: Tensor, iters: int) -> Tensor:
+    """Reference for conjugate gradient: rebuild A column by column and solve exactly."""
+    A = torch.stack([Avp(e) for e in torch.eye(b.numel(), dtype=b.dtype)], dim=1)
+    return torch.linalg.solve(A, b)
+
+
+def _cases_explained_variance(i: int, gen: torch.Generator):
+    scenarios = ["noisy predictions", "perfect prediction (1)",
+                 "predicting the mean return (0)", "constant returns (NaN)",
+                 "worse than the mean (negative)"]
+    what = scenarios[i] if i < len(scenarios) else scenarios[0]
+    N = int(torch.randint(5, 20, (), generator=gen))
+    ret = 3.0 * torch.randn(N, generator=gen)  # (N,)
+    v = ret + torch.randn(N, generator=gen)  # (N,)
+    if what.startswith("perfect"):
+        v = ret.clone()
+    elif what.startswith("predicting the mean"):
+        v = torch.full_like(ret, float(ret.mean()))
+    elif what.startswith("constant returns"):
+        ret = torch.full_like(ret, 1.5)
+    elif what.startswith("worse"):
+        v = -ret
+    return what, {"v": v, "ret": ret}
+
+
+def _cases_whiten(i: int, gen: torch.Generator, masked: bool = True):
+    scenarios = ["a flat vector of advantages", "a (B, L) batch of token advantages"]
+    if masked:
+        scenarios += ["(B, L) tokens with a response mask", "mask with one valid row"]
+    what = scenarios[i % len(scenarios)]
+    B, L = int(torch.randint(2, 5, (), generator=gen)), int(torch.randint(3, 8, (), generator=gen))
+    shape = (B * L,) if what.startswith("a flat") else (B, L)
+    x = 2.0 + 3.0 * torch.randn(*shape, generator=gen)  # (B, L)
+    if "mask" not in what:
+        return what, {"x": x}
+    lengths = torch.randint(1, L + 1, (B,), generator=gen)  # (B,) valid tokens per row
+    mask = torch.arange(L)[None, :] < lengths[:, None]  # (B, L) right padding
+    if what == "mask with one valid row":
+        mask[1:] = False
+        mask[0, :2] = True
+    return what, {"x": x, "mask": mask}
+
+
+def _whiten_on_mask(whiten_fn: Callable, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Whitened values at the masked entries only (what happens outside the mask is free)."""
+    out = whiten_fn(x) if mask is None else whiten_fn(x, mask)
+    if mask is None or not isinstance(out, Tensor) or out.shape != x.shape:
+        return out
+    return out[mask.bool()]
+
+
+# =========================================================================== named checkers
+def check_discounted_returns(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(rewards, gamma) -> (T,)`` against :func:`minippo.advantages.discounted_returns`."""
+    return check(fn, _adv.discounted_returns, _cases_discounted_returns, n_cases,
+                 name="discounted_returns",
+                 hint="G_t = r_t + gamma * G_{t+1} with G_T = 0: loop t from T-1 down to 0; "
+                      "G_0 includes r_0 undiscounted; return a tensor shaped like rewards.")
+
+
+def check_reward_to_go(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(rewards, dones, gamma) -> (T, B)`` against :func:`minippo.advantages.reward_to_go`."""
+    return check(fn, _adv.reward_to_go, _cases_reward_to_go, n_cases, name="reward_to_go",
+                 hint="R_t = r_t + gamma * (1 - done_t) * R_{t+1}: done_t means the episode "
+                      "ended AFTER step t, so r_t still counts but nothing after it; no "
+                      "bootstrap at the end of the rollout (R_T = 0).")
+
+
+def check_td_residuals(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(rewards, values, next_values, terminated, gamma)`` against
+    :func:`minippo.advantages.td_residuals`."""
+    return check(fn, _adv.td_residuals, _cases_td_residuals, n_cases, name="td_residuals",
+                 hint="delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t; "
+                      "next_values_t is already V(s_{t+1}), do not shift it.")
+
+
+def check_gae(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(rewards, values, next_values, terminated, truncated, gamma, gae_lambda)``
+    against :func:`minippo.advantages.gae`."""
+    return check(fn, _adv.gae, _cases_gae, n_cases, name="gae",
+                 hint="delta_t bootstraps next_values_t unless TERMINATED (truncated steps do "
+                      "bootstrap: next_values holds V(final_obs) there); A_t = delta_t + gamma "
+                      "* lambda * (1 - done_t) * A_{t+1} with done = terminated | truncated; "
+                      "loop t from T-1 down to 0 with A_T = 0.")
+
+
+def check_clipped_surrogate(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(logp, logp_old, adv, clip_eps) -> scalar loss`` and its gradient with respect
+    to ``logp`` against :func:`minippo.objectives.clipped_surrogate`."""
+    return check(functools.partial(_loss_and_grad, fn),
+                 functools.partial(_loss_and_grad, _obj.clipped_surrogate),
+                 _cases_surrogate, n_cases, name="clipped_surrogate",
+                 output_names=("the loss", "the gradient d loss / d logp"),
+                 hint="return the LOSS, -mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A)) with r = "
+                      "exp(logp - logp_old); clip the ratio, not the advantage; take the min "
+                      "of the two objectives (or the max of the two losses).")
+
+
+def check_clipped_value_loss(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(v, v_old, ret, clip_eps) -> scalar loss`` and its gradient with respect to
+    ``v`` against :func:`minippo.objectives.clipped_value_loss`."""
+    return check(functools.partial(_loss_and_grad, fn),
+                 functools.partial(_loss_and_grad, _obj.clipped_value_loss),
+                 _cases_value_loss, n_cases, name="clipped_value_loss",
+                 output_names=("the loss", "the gradient d loss / d v"),
+                 hint="v_clipped = "
+                      "v_old + clip(v - v_old, -eps, eps); loss = 0.5 * mean(max((v - ret)^2, "
+                      "(v_clipped - ret)^2)) — note the 0.5 and the MAX (pessimistic).")
+
+
+def check_kl_estimators(k1: Callable | None = None, k2: Callable | None = None,
+                        k3: Callable | None = None, n_cases: int = 20) -> bool:
+    """Check the reader's per-sample KL estimators ``k(logp_q, logp_p)`` (samples from q)
+    against :func:`minippo.objectives.kl_k1`, ``kl_k2`` and ``kl_k3``; pass any of them."""
+    given = {"kl_k1": k1, "kl_k2": k2, "kl_k3": k3}
+    if all(f is None for f in given.values()):
+        raise ValueError("pass at least one estimator: check_kl_estimators(k1=..., k2=..., k3=...)")
+    hint = ("the samples come from q (first argument); log r = logp_p - logp_q; k1 = -log r, "
+            "k2 = (log r)^2 / 2, k3 = (r - 1) - log r; return one estimate per sample "
+            "(no mean).")
+    for name, fn in given.items():
+        if fn is not None:
+            check(fn, getattr(_obj, name), _cases_kl, n_cases, name=name, hint=hint)
+    return True
+
+
+def check_conjugate_gradient(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(Avp, b, iters) -> x`` solving ``A x = b`` given only ``Avp(v) = A @ v``,
+    against a dense ``torch.linalg.solve`` on random SPD systems (``iters = n``, float64)."""
+    return check(fn, _dense_solve, _cases_cg, n_cases, atol=1e-6, rtol=1e-6,
+                 name="conjugate_gradient",
+                 hint="start from x = 0, r = p = b; each step: alpha = r.r / p.Ap, x += alpha "
+                      "p, r -= alpha Ap, p = r + (r_new.r_new / r.r) p; call Avp once per "
+                      "step; stop early when r.r is ~0 (never divide by a zero residual).")
+
+
+def check_explained_variance(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(v, ret) -> float`` against :func:`minippo.objectives.explained_variance`."""
+    return check(fn, _obj.explained_variance, _cases_explained_variance, n_cases,
+                 name="explained_variance", rtol=1e-4,
+                 hint="1 - Var[ret - v] / Var[ret], NaN (float('nan')) when Var[ret] == 0; "
+                      "the variance of the RESIDUAL over the variance of the RETURNS.")
+
+
+def check_whiten(fn: Callable, n_cases: int = 20, masked: bool = True) -> bool:
+    """Check ``fn(x)`` and, if ``masked``, ``fn(x, mask)`` against
+    :func:`minippo.advantages.whiten` (only entries inside the mask are compared)."""
+    return check(functools.partial(_whiten_on_mask, fn),
+                 functools.partial(_whiten_on_mask, _adv.whiten),
+                 functools.partial(_cases_whiten, masked=masked), n_cases, rtol=1e-4,
+                 atol=1e-4, name="whiten",
+                 hint="(x - mean) / sqrt(var + eps) with the UNBIASED variance (torch.var's "
+                      "default; std + eps also passes); with a mask, mean and variance are "
+                      "taken over the masked entries only.")
