@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Transition", "CartPole"]
+from minippo.utils import check_range
+
+__all__ = ["Transition", "CartPole", "Bandit", "ChainMDP", "GymVecEnv"]
 
 
 class Transition(NamedTuple):
@@ -79,6 +81,13 @@ def _check_max_steps(max_episode_steps, allow_none: bool):
         allowed = "an int >= 1" + (" or None" if allow_none else "")
         raise ValueError(f"max_episode_steps must be {allowed}, got {max_episode_steps!r}")
     return max_episode_steps
+
+
+def _check_float(name: str, value, low, high) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    check_range(name, value, low, high)
+    return float(value)
 
 
 def _check_discrete_action(action, num_envs: int, num_actions: int, device) -> Tensor:
@@ -291,3 +300,487 @@ class CartPole:
 
     def __repr__(self) -> str:
         return f"CartPole(num_envs={self.num_envs}, max_episode_steps={self.max_episode_steps})"
+
+
+# --------------------------------------------------------------------------------------------
+# Bandit
+# --------------------------------------------------------------------------------------------
+
+
+class Bandit:
+    r"""A K-armed Gaussian bandit: arm :math:`a` pays :math:`r \sim \mathcal N(\mu_a, \sigma^2)`.
+
+    The one-step problem of Chapter 1, where the policy gradient can be checked exactly:
+    for a policy :math:`\pi_\theta` (a probability vector over arms) the objective is
+    :math:`J(\theta) = \sum_a \pi_\theta(a)\,\mu_a` (:meth:`expected_reward`, differentiable,
+    so ``torch.autograd`` gives the exact :math:`\nabla_\theta J`), while the score-function
+    (REINFORCE) estimate :math:`\frac1N \sum_i r_i \nabla_\theta \log \pi_\theta(a_i)` uses only
+    sampled arms and rewards from :meth:`pull` (Williams 1992; Sutton & Barto 2018, §2.8).
+
+    ``means`` (K,) are the arm means :math:`\mu`, ``std`` the common noise :math:`\sigma`.
+    """
+
+    def __init__(self, means: Sequence[float] | Tensor, std: float = 1.0):
+        means = torch.as_tensor(means, dtype=torch.float64).detach().clone()
+        if means.dim() != 1 or len(means) < 1:
+            raise ValueError(f"means must be a 1-D sequence of K >= 1 arm means, got shape {tuple(means.shape)}")
+        if not torch.isfinite(means).all():
+            raise ValueError(f"means must be finite, got {means.tolist()}")
+        if not isinstance(std, (int, float)) or not math.isfinite(std) or std < 0:
+            raise ValueError(f"std must be in [0, inf), got {std!r}")
+        self.means = means  # (K,) float64
+        self.std = float(std)
+        self.num_actions = len(means)
+
+    @property
+    def optimal_action(self) -> int:
+        """The arm with the highest mean."""
+        return int(self.means.argmax())
+
+    @property
+    def optimal_value(self) -> float:
+        r"""The best expected reward, :math:`\max_a \mu_a`."""
+        return float(self.means.max())
+
+    def pull(self, actions: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Rewards for a batch of pulls: ``actions`` (N,) long -> (N,) float32 rewards."""
+        actions = torch.as_tensor(actions)
+        if actions.dim() != 1:
+            raise ValueError(f"actions must have shape (N,), got {tuple(actions.shape)}")
+        if actions.dtype == torch.bool or actions.dtype.is_floating_point:
+            raise ValueError(f"actions must be an integer tensor, got dtype {actions.dtype}")
+        if len(actions) and (actions.min() < 0 or actions.max() >= self.num_actions):
+            raise ValueError(
+                f"actions must be in {{0, ..., {self.num_actions - 1}}}, "
+                f"got values in [{int(actions.min())}, {int(actions.max())}]"
+            )
+        noise = torch.randn(actions.shape, generator=generator)  # (N,)
+        return self.means[actions].float() + self.std * noise  # (N,) float32
+
+    def expected_reward(self, probs: Tensor) -> Tensor:
+        r""":math:`J = \sum_a \pi(a) \mu_a` for ``probs`` (K,) -> scalar, or (N, K) -> (N,).
+
+        Differentiable in ``probs``: backpropagating through it gives the exact gradient that
+        the score-function estimator approximates.
+        """
+        if probs.shape[-1:] != (self.num_actions,) or probs.dim() > 2:
+            raise ValueError(
+                f"probs must have shape ({self.num_actions},) or (N, {self.num_actions}), "
+                f"got {tuple(probs.shape)}"
+            )
+        return probs @ self.means.to(probs.dtype)  # () or (N,)
+
+    def __repr__(self) -> str:
+        return f"Bandit(means={self.means.tolist()}, std={self.std})"
+
+
+# --------------------------------------------------------------------------------------------
+# ChainMDP
+# --------------------------------------------------------------------------------------------
+
+
+class ChainMDP:
+    r"""A small chain MDP whose values are known exactly; batched, with CartPole's step API.
+
+    States ``0 .. S-1`` lie on a line; ``S-1`` (the right end) is the goal and the only
+    terminal state. Action 1 moves right, action 0 moves left (the left wall keeps state 0 in
+    place); with probability ``slip`` the move goes the other way. Rewards
+    :math:`r(s, a, s')`:
+
+    * ``goal_reward`` (1) for entering the goal, which ends the episode (``terminated``);
+    * ``left_reward`` (0.05) for pushing left against the wall in state 0 -- a small, nearby
+      payoff that makes "stay left" a local optimum and gives the uniform policy a *negative*
+      advantage for "right" in state 0, so the advantages change sign along the chain;
+    * ``step_reward`` (0) on every step, e.g. a negative value for a step cost;
+    * plus zero-mean Gaussian noise of std ``reward_noise_std`` (0), which adds variance to
+      sampled returns without changing any value.
+
+    Episodes are **terminating and discounted**: the return is
+    :math:`G_t = \sum_{k \ge 0} \gamma^k r_{t+k}` up to entering the goal, and
+    :meth:`true_values` is exactly its expectation, :math:`V^\pi = (I - \gamma P_\pi)^{-1} R_\pi`
+    on the non-terminal states (Bellman 1957; Sutton & Barto 2018, eq. 4.4), with
+    :math:`V(\text{goal}) = 0`. An optional time limit (``max_episode_steps``, off by default)
+    only *truncates*: it is not part of the state, so the true values ignore it and a
+    truncated episode must be bootstrapped from :math:`V(s_{final})` -- the point of
+    ``terminated`` vs ``truncated``. With ``slip > 0`` every policy reaches the goal with
+    probability 1, so the values exist even for :math:`\gamma = 1`.
+
+    Used in Chapter 2 to measure the bias and variance of n-step and GAE advantage estimates
+    against :meth:`true_advantages` as :math:`\lambda` varies. Observations are one-hot,
+    ``(B, S)`` float32 (the goal appears only in ``final_obs``). New episodes start from
+    ``start_probs`` (S,), by default uniform over the non-terminal states; ``reset`` accepts
+    a new start distribution (e.g. one-hot, to sample returns from one state).
+
+    Exposed for exact computations: ``P`` (S, A, S) transition probabilities, ``R`` (S, A)
+    expected rewards, ``reward_table`` (S, A, S) the mean of :math:`r(s, a, s')`, ``gamma``,
+    ``terminal`` (S,) bool, ``start_probs`` (S,). All float64.
+    """
+
+    num_actions = 2
+    action_dim = None
+
+    def __init__(
+        self,
+        num_states: int = 7,
+        num_envs: int = 8,
+        gamma: float = 0.9,
+        max_episode_steps: int | None = None,
+        seed: int | None = None,
+        *,
+        slip: float = 0.1,
+        goal_reward: float = 1.0,
+        left_reward: float = 0.05,
+        step_reward: float = 0.0,
+        reward_noise_std: float = 0.0,
+        start_probs: Sequence[float] | Tensor | None = None,
+    ):
+        if not isinstance(num_states, int) or isinstance(num_states, bool) or num_states < 2:
+            raise ValueError(f"num_states must be an int >= 2, got {num_states!r}")
+        self.num_envs = _check_num_envs(num_envs)
+        self.max_episode_steps = _check_max_steps(max_episode_steps, allow_none=True)
+        for name, value, low, high in [
+            ("gamma", gamma, 0.0, 1.0),
+            ("slip", slip, 0.0, 1.0),
+            ("reward_noise_std", reward_noise_std, 0.0, None),
+        ]:
+            _check_float(name, value, low, high)
+        for name, value in [("goal_reward", goal_reward), ("left_reward", left_reward), ("step_reward", step_reward)]:
+            _check_float(name, value, None, None)
+        S, A = num_states, 2
+        self.num_states = self.obs_dim = S
+        self.gamma = float(gamma)
+        self.slip = float(slip)
+        self.reward_noise_std = float(reward_noise_std)
+        goal = S - 1
+
+        P = torch.zeros(S, A, S, dtype=torch.float64)  # P[s, a, s']
+        for s in range(goal):
+            left, right = max(s - 1, 0), s + 1
+            P[s, 0, left] += 1 - slip
+            P[s, 0, right] += slip
+            P[s, 1, right] += 1 - slip
+            P[s, 1, left] += slip
+        P[goal, :, goal] = 1.0  # absorbing; never stepped from (autoreset)
+        r = torch.full((S, A, S), float(step_reward), dtype=torch.float64)  # r(s, a, s')
+        r[:, :, goal] += goal_reward
+        r[0, 0, :] += left_reward
+        r[goal] = 0.0
+        self.P = P  # (S, A, S)
+        self.reward_table = r  # (S, A, S)
+        self.R = (P * r).sum(-1)  # (S, A) expected reward E[r | s, a]
+        self.terminal = torch.zeros(S, dtype=torch.bool)  # (S,)
+        self.terminal[goal] = True
+        self._cdf = P.cumsum(-1)  # (S, A, S) for inverse-CDF sampling of s'
+        self._eye = torch.eye(S)  # one-hot observations
+        self._generator = _make_generator(seed, "cpu")
+        self.start_probs = self._check_start_probs(start_probs)
+        self.reset()
+
+    # -- validation helpers -------------------------------------------------------------------
+
+    def _check_start_probs(self, start_probs) -> Tensor:
+        S = self.num_states
+        if start_probs is None:
+            p = (~self.terminal).double()
+            return p / p.sum()  # (S,)
+        p = torch.as_tensor(start_probs, dtype=torch.float64).detach().clone()
+        if p.shape != (S,):
+            raise ValueError(f"start_probs must have shape ({S},), got {tuple(p.shape)}")
+        if (p < 0).any() or abs(float(p.sum()) - 1) > 1e-6 or float(p[self.terminal].sum()) > 0:
+            raise ValueError(
+                "start_probs must be non-negative, sum to 1 and put no mass on the terminal "
+                f"state {S - 1}, got {p.tolist()}"
+            )
+        return p
+
+    def _check_policy(self, policy_probs: Tensor) -> Tensor:
+        S, A = self.num_states, self.num_actions
+        if not isinstance(policy_probs, Tensor):
+            policy_probs = torch.as_tensor(policy_probs, dtype=torch.float64)
+        if policy_probs.shape != (S, A):
+            raise ValueError(
+                f"policy_probs must have shape ({S}, {A}) (one row of action probabilities "
+                f"per state), got {tuple(policy_probs.shape)}"
+            )
+        pi = policy_probs.to(torch.float64)
+        live = ~self.terminal
+        rows = pi.detach()[live]
+        if (rows < 0).any() or ((rows.sum(-1) - 1).abs() > 1e-5).any():
+            raise ValueError(
+                "policy_probs rows (non-terminal states) must be non-negative and sum to 1, "
+                f"got row sums {rows.sum(-1).tolist()}"
+            )
+        return pi
+
+    # -- exact values -------------------------------------------------------------------------
+
+    def true_values(self, policy_probs: Tensor) -> Tensor:
+        r"""Exact :math:`V^\pi` (S,) by a linear solve of the Bellman equation.
+
+        .. math::  V = R_\pi + \gamma P_\pi V \ \text{on non-terminal states}, \quad
+                   V(\text{goal}) = 0, \qquad
+                   R_\pi(s) = \sum_a \pi(a|s) R(s, a), \
+                   P_\pi(s, s') = \sum_a \pi(a|s) P(s, a, s').
+
+        (Sutton & Barto 2018, eq. 4.4; Chapter 2.) Differentiable in ``policy_probs`` (S, A),
+        so autograd gives the exact policy gradient too. Returned in ``policy_probs``' dtype
+        (computed in float64).
+        """
+        pi = self._check_policy(policy_probs)
+        live = (~self.terminal).double()  # (S,)
+        r_pi = (pi * self.R).sum(-1) * live  # (S,)
+        p_pi = torch.einsum("sa,sat->st", pi, self.P) * live[:, None] * live[None, :]  # (S, S)
+        eye = torch.eye(self.num_states, dtype=torch.float64)
+        try:
+            v = torch.linalg.solve(eye - self.gamma * p_pi, r_pi)  # (S,)
+        except RuntimeError as err:  # singular: gamma = 1 and a policy that never ends
+            raise ValueError(
+                "true_values: I - gamma P_pi is singular (with gamma = 1 the policy must "
+                "reach the goal with probability 1; use slip > 0 or gamma < 1)"
+            ) from err
+        return v.to(policy_probs.dtype) if policy_probs.dtype.is_floating_point else v
+
+    def true_q_values(self, policy_probs: Tensor) -> Tensor:
+        r"""Exact :math:`Q^\pi(s, a) = R(s, a) + \gamma \sum_{s'} P(s, a, s') V^\pi(s')`, (S, A).
+
+        Zero in the terminal state (Chapter 2).
+        """
+        v = self.true_values(policy_probs).to(torch.float64)  # (S,)
+        q = self.R + self.gamma * self.P @ v  # (S, A)
+        q = q * (~self.terminal).double()[:, None]
+        return q.to(policy_probs.dtype) if policy_probs.dtype.is_floating_point else q
+
+    def true_advantages(self, policy_probs: Tensor) -> Tensor:
+        r"""Exact :math:`A^\pi(s, a) = Q^\pi(s, a) - V^\pi(s)`, (S, A).
+
+        :math:`\sum_a \pi(a|s) A^\pi(s, a) = 0` in every state (Chapter 2: the target that
+        GAE estimates; Schulman et al. 2016, eq. 1).
+        """
+        q = self.true_q_values(policy_probs)  # (S, A)
+        return q - self.true_values(policy_probs)[:, None]  # (S, A)
+
+    # -- stepping -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> Tensor:
+        """(B,) long: the current state of each environment; assignable."""
+        return self._s
+
+    @state.setter
+    def state(self, value) -> None:
+        value = torch.as_tensor(value, dtype=torch.long)
+        if value.shape != (self.num_envs,) or (value < 0).any() or (value >= self.num_states).any():
+            raise ValueError(
+                f"state must have shape ({self.num_envs},) with values in "
+                f"{{0, ..., {self.num_states - 1}}}, got {value.tolist()}"
+            )
+        self._s = value.clone()
+
+    def _sample_start(self, n: int) -> Tensor:
+        u = torch.rand(n, generator=self._generator, dtype=torch.float64)  # (n,)
+        cdf = self.start_probs.cumsum(0)  # (S,)
+        return (u[:, None] >= cdf).sum(-1).clamp_(max=self.num_states - 2)  # (n,)
+
+    def reset(self, seed: int | None = None, start_probs: Sequence[float] | Tensor | None = None) -> Tensor:
+        """Start a new episode everywhere; returns (B, S) one-hot observations.
+
+        ``start_probs`` (S,) replaces the start distribution, for this and every later
+        (auto)reset; ``seed`` re-seeds the env's generator.
+        """
+        if seed is not None:
+            self._generator = _make_generator(seed, "cpu")
+        if start_probs is not None:
+            self.start_probs = self._check_start_probs(start_probs)
+        self._s = self._sample_start(self.num_envs)  # (B,)
+        self._elapsed = torch.zeros(self.num_envs, dtype=torch.long)  # (B,)
+        self._return = torch.zeros(self.num_envs)  # (B,) float32
+        return self._eye[self._s]
+
+    def step(self, action: Tensor) -> Transition:
+        """Advance all environments; ``action`` (B,) long, 0 = left, 1 = right."""
+        action = _check_discrete_action(action, self.num_envs, 2, torch.device("cpu"))
+        s = self._s  # (B,)
+        u = torch.rand(self.num_envs, generator=self._generator, dtype=torch.float64)  # (B,)
+        s_next = (u[:, None] >= self._cdf[s, action]).sum(-1)  # (B,) inverse CDF
+        s_next = s_next.clamp_(max=self.num_states - 1)  # guard against cdf[-1] = 1 - 1e-16
+        reward = self.reward_table[s, action, s_next].float()  # (B,)
+        if self.reward_noise_std > 0:
+            reward += self.reward_noise_std * torch.randn(self.num_envs, generator=self._generator)
+        terminated = self.terminal[s_next]  # (B,)
+        length = self._elapsed + 1  # (B,)
+        if self.max_episode_steps is None:
+            truncated = torch.zeros(self.num_envs, dtype=torch.bool)
+        else:
+            truncated = length >= self.max_episode_steps  # (B,) even if terminated, as TimeLimit
+        done = terminated | truncated  # (B,)
+        ret = self._return + reward  # (B,)
+
+        final_obs = obs = self._eye[s_next]  # (B, S)
+        if done.any():  # same-step autoreset
+            s_next = torch.where(done, self._sample_start(self.num_envs), s_next)
+            obs = self._eye[s_next]
+        self._s = s_next
+        self._elapsed = length.masked_fill(done, 0)
+        self._return = ret.masked_fill(done, 0.0)
+        return Transition(obs, reward, terminated, truncated, final_obs, ret, length)
+
+    def __repr__(self) -> str:
+        return (
+            f"ChainMDP(num_states={self.num_states}, num_envs={self.num_envs}, "
+            f"gamma={self.gamma}, slip={self.slip})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Gymnasium adapter
+# --------------------------------------------------------------------------------------------
+
+
+class GymVecEnv:
+    """Any Gymnasium vector env behind this module's API: torch in, :class:`Transition` out.
+
+    ``GymVecEnv("Pendulum-v1", num_envs=8, seed=0)`` builds a ``SyncVectorEnv`` in Gymnasium's
+    same-step autoreset mode (``AutoresetMode.SAME_STEP``: a finished sub-env is reset inside
+    the step and its last observation is returned in ``infos["final_obs"]``), so
+    ``obs``/``final_obs``/``terminated``/``truncated`` mean exactly what they mean for
+    :class:`CartPole`. Or pass ``env=`` an existing vector env created in that mode.
+
+    * Discrete actions: ``action`` (B,) integer; ``num_actions`` set, ``action_dim`` None.
+    * Box actions: ``action`` (B, A) float, clipped to ``[action_low, action_high]`` before it
+      reaches the env (a Gaussian policy samples outside the bounds; the log-probability
+      keeps using the unclipped sample, as in SB3 and CleanRL); ``action_dim`` set,
+      ``num_actions`` None.
+    * Observations are flattened to (B, O) float32; episode returns and lengths are tracked
+      here (float32 / long), like in :class:`CartPole`.
+
+    Chapter 5 uses it to run the package's PPO on other tasks. Gymnasium is imported only
+    when this class is used, so ``import minippo`` does not need it.
+    """
+
+    def __init__(
+        self,
+        env_id: str | None = None,
+        num_envs: int = 8,
+        seed: int | None = None,
+        env=None,
+        **make_kwargs,
+    ):
+        import gymnasium as gym
+        from gymnasium.vector import AutoresetMode
+
+        if (env_id is None) == (env is None):
+            raise ValueError("pass exactly one of env_id (a Gymnasium id) and env (a vector env)")
+        if env is None:
+            if not isinstance(env_id, str):
+                raise ValueError(f"env_id must be a Gymnasium environment id string, got {env_id!r}")
+            _check_num_envs(num_envs)
+            env = gym.make_vec(
+                env_id,
+                num_envs=num_envs,
+                vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                **make_kwargs,
+            )
+        elif not isinstance(env, gym.vector.VectorEnv):
+            raise ValueError(f"env must be a gymnasium.vector.VectorEnv, got {type(env).__name__}")
+        mode = env.metadata.get("autoreset_mode")
+        if mode != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"env must use autoreset_mode=AutoresetMode.SAME_STEP (so final observations "
+                f"come in the same step), got {mode}"
+            )
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        self.env = env
+        self.num_envs = env.num_envs
+        obs_space, act_space = env.single_observation_space, env.single_action_space
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise ValueError(f"only Box observation spaces are supported, got {obs_space}")
+        self.obs_dim = int(math.prod(obs_space.shape))
+        if isinstance(act_space, gym.spaces.Discrete):
+            self.num_actions, self.action_dim = int(act_space.n), None
+            self._action_start = int(act_space.start)
+            self.action_low = self.action_high = None
+        elif isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
+            self.num_actions, self.action_dim = None, int(act_space.shape[0])
+            self.action_low = torch.as_tensor(act_space.low, dtype=torch.float32)  # (A,)
+            self.action_high = torch.as_tensor(act_space.high, dtype=torch.float32)  # (A,)
+            self._action_dtype = act_space.dtype
+        else:
+            raise ValueError(f"only Discrete and 1-D Box action spaces are supported, got {act_space}")
+        self._seed = _seed_from_torch() % 2**31 if seed is None else seed
+        self.reset(self._seed)
+
+    def _obs(self, obs) -> Tensor:
+        return torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1))
+
+    def reset(self, seed: int | None = None) -> Tensor:
+        """Reset every sub-env (sub-env ``i`` gets ``seed + i``); returns (B, O) float32."""
+        obs, _ = self.env.reset(seed=seed)
+        self._return = np.zeros(self.num_envs, dtype=np.float64)  # (B,)
+        self._length = np.zeros(self.num_envs, dtype=np.int64)  # (B,)
+        return self._obs(obs)
+
+    def _to_env_action(self, action) -> np.ndarray:
+        if not isinstance(action, Tensor):
+            action = torch.as_tensor(action)
+        B = self.num_envs
+        if self.action_dim is None:
+            if action.shape != (B,):
+                raise ValueError(f"action must have shape ({B},), got {tuple(action.shape)}")
+            if action.dtype == torch.bool or action.dtype.is_floating_point:
+                raise ValueError(f"action must be an integer tensor, got dtype {action.dtype}")
+            a = action.detach().cpu().numpy().astype(np.int64)
+            if a.min() < 0 or a.max() >= self.num_actions:
+                raise ValueError(
+                    f"action values must be in {{0, ..., {self.num_actions - 1}}}, "
+                    f"got values in [{a.min()}, {a.max()}]"
+                )
+            return a + self._action_start
+        if action.shape != (B, self.action_dim):
+            raise ValueError(
+                f"action must have shape ({B}, {self.action_dim}), got {tuple(action.shape)}"
+            )
+        if not action.dtype.is_floating_point:
+            raise ValueError(f"action must be a floating-point tensor, got dtype {action.dtype}")
+        a = action.detach().cpu().float()
+        if not torch.isfinite(a).all():
+            raise ValueError("action must be finite (got NaN or inf)")
+        a = torch.maximum(torch.minimum(a, self.action_high), self.action_low)  # (B, A) clip
+        return a.numpy().astype(self._action_dtype)
+
+    def step(self, action: Tensor) -> Transition:
+        """Step every sub-env; ``action`` (B,) long (discrete) or (B, A) float (Box)."""
+        obs, reward, terminated, truncated, infos = self.env.step(self._to_env_action(action))
+        reward = np.asarray(reward, dtype=np.float64)  # (B,)
+        done = np.logical_or(terminated, truncated)  # (B,)
+        self._return += reward
+        self._length += 1
+        ret, length = self._return.copy(), self._length.copy()
+        self._return[done] = 0.0
+        self._length[done] = 0
+
+        obs = self._obs(obs)  # (B, O), already reset where done
+        final_obs = obs
+        if done.any():
+            final_obs = obs.clone()
+            has_final = infos.get("_final_obs", done)
+            for i in np.flatnonzero(has_final):
+                final_obs[i] = torch.as_tensor(
+                    np.asarray(infos["final_obs"][i], dtype=np.float32).reshape(-1)
+                )
+        return Transition(
+            obs=obs,
+            reward=torch.as_tensor(reward, dtype=torch.float32),
+            terminated=torch.as_tensor(np.asarray(terminated, dtype=bool)),
+            truncated=torch.as_tensor(np.asarray(truncated, dtype=bool)),
+            final_obs=final_obs,
+            episode_return=torch.as_tensor(ret, dtype=torch.float32),
+            episode_length=torch.as_tensor(length),
+        )
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __repr__(self) -> str:
+        return f"GymVecEnv({self.env!r})"
