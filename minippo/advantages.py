@@ -40,7 +40,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- helpers
-def _flags(flags: Tensor | None, like: Tensor, name: str) -> Tensor:
+def _flags(flags: Tensor | None, like: Tensor) -> Tensor:
     """Episode-end flags as a bool tensor shaped like ``like`` (``None`` means never)."""
     if flags is None:
         return torch.zeros_like(like, dtype=torch.bool)
@@ -50,7 +50,7 @@ def _flags(flags: Tensor | None, like: Tensor, name: str) -> Tensor:
     return flags
 
 
-def _as_float(x, name: str) -> Tensor:
+def _as_float(x) -> Tensor:
     x = torch.as_tensor(x)
     if not torch.is_floating_point(x):
         x = x.to(torch.get_default_dtype())
@@ -77,11 +77,11 @@ def next_step_values(values: Tensor, mask: Tensor | None = None, time_dim: int =
     nv[:-1] = v[1:]
     if mask is not None:
         check_same_shape(values=values, mask=mask)
-        m = _flags(mask, values, "mask").movedim(time_dim, 0)  # (T, ...)
+        m = _flags(mask, values).movedim(time_dim, 0)  # (T, ...)
         nxt = torch.zeros_like(m)
         nxt[:-1] = m[1:]
         nv = nv * nxt.to(nv.dtype)
-    return nv.movedim(0, time_dim)
+    return nv.movedim(0, time_dim).contiguous()
 
 
 # --------------------------------------------------------------------------- Monte-Carlo
@@ -103,8 +103,8 @@ def reward_to_go(rewards: Tensor, dones: Tensor | None = None, gamma: float = 1.
     Returns:
         ``(T, B)`` tensor, same shape and dtype as ``rewards``.
     """
-    r = _as_float(rewards, "rewards")
-    done = _flags(dones, r, "dones")
+    r = _as_float(rewards)
+    done = _flags(dones, r)
     check_same_shape(rewards=r, dones=done)
     check_range("gamma", gamma, 0.0, 1.0)
     r = r.movedim(time_dim, 0)  # (T, B)
@@ -114,11 +114,12 @@ def reward_to_go(rewards: Tensor, dones: Tensor | None = None, gamma: float = 1.
     for t in reversed(range(r.shape[0])):
         running = r[t] + gamma * not_done[t] * running  # (B,)
         ret[t] = running
-    return ret.movedim(0, time_dim)
+    return ret.movedim(0, time_dim).contiguous()
 
 
 def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
-    r"""Discounted return :math:`G_t = \sum_{k=0}^{T-1-t} \gamma^k r_{t+k}` of every step of ONE episode.
+    r"""Discounted return of every step of ONE episode:
+    :math:`G_t = \sum_{k=0}^{T-1-t} \gamma^k r_{t+k}`.
 
     Computed backwards with :math:`G_t = r_t + \gamma G_{t+1}`, :math:`G_T = 0`.
     Source: Sutton & Barto (2018), eqs. 3.8 and 3.9. Chapter 1, policy gradient.
@@ -129,7 +130,7 @@ def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
     Returns:
         ``(T,)`` float tensor of returns.
     """
-    r = _as_float(rewards, "rewards")
+    r = _as_float(rewards)
     if r.dim() != 1:
         raise ValueError(f"rewards must have shape (T,) for one episode, got {tuple(r.shape)}; "
                          "use reward_to_go for (T, B) batches with episode ends")
@@ -140,7 +141,8 @@ def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
 def td_residuals(rewards: Tensor, values: Tensor, next_values: Tensor | None,
                  terminated: Tensor | None, gamma: float, *, mask: Tensor | None = None,
                  time_dim: int = 0) -> Tensor:
-    r"""One-step TD residuals :math:`\delta_t = r_t + \gamma (1 - \text{term}_t) V(s_{t+1}) - V(s_t)`.
+    r"""One-step TD residuals
+    :math:`\delta_t = r_t + \gamma (1 - \text{term}_t) V(s_{t+1}) - V(s_t)`.
 
     Source: GAE paper (Schulman et al. 2016, "High-Dimensional Continuous Control Using
     Generalized Advantage Estimation"), eq. 10; Sutton & Barto (2018), eq. 6.5.
@@ -160,12 +162,12 @@ def td_residuals(rewards: Tensor, values: Tensor, next_values: Tensor | None,
     check_range("gamma", gamma, 0.0, 1.0)
     if next_values is None:
         next_values = next_step_values(values, mask, time_dim)
-    term = _flags(terminated, rewards, "terminated")
+    term = _flags(terminated, rewards)
     check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term)
     not_term = (~term).to(values.dtype)  # (T, B)
     delta = rewards + gamma * not_term * next_values - values  # (T, B)
     if mask is not None:
-        m = _flags(mask, rewards, "mask")
+        m = _flags(mask, rewards)
         check_same_shape(rewards=rewards, mask=m)
         delta = delta * m.to(delta.dtype)  # (T, B)
     return delta
@@ -191,8 +193,8 @@ def n_step_returns(rewards: Tensor, values: Tensor, next_values: Tensor, termina
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     check_range("gamma", gamma, 0.0, 1.0)
-    term = _flags(terminated, rewards, "terminated")
-    trunc = _flags(truncated, rewards, "truncated")
+    term = _flags(terminated, rewards)
+    trunc = _flags(truncated, rewards)
     check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term,
                      truncated=trunc)
     r = rewards.movedim(time_dim, 0)  # (T, B)
@@ -214,10 +216,32 @@ def n_step_returns(rewards: Tensor, values: Tensor, next_values: Tensor, termina
         ret[:rows] += end * disc[:rows] * boot
         alive[:rows] = a & ~end
         disc[:rows] *= gamma
-    return ret.movedim(0, time_dim)
+    return ret.movedim(0, time_dim).contiguous()
 
 
 # --------------------------------------------------------------------------- GAE
+def _episode_ends(rewards: Tensor, values: Tensor, next_values: Tensor | None,
+                  terminated: Tensor | None, truncated: Tensor | None, mask: Tensor | None,
+                  time_dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Validated ``(next_values, terminated, carry)`` for the backward recursions.
+
+    ``carry`` is time-major ``(T, B)``: ``(1 - done_t) * valid_t``, the factor that lets a
+    recursion carry the future of step ``t+1`` back into step ``t`` (an invalid step ends the
+    recursion like an episode end).
+    """
+    if next_values is None:
+        next_values = next_step_values(values, mask, time_dim)
+    term = _flags(terminated, rewards)
+    trunc = _flags(truncated, rewards)
+    check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term,
+                     truncated=trunc)
+    carry = (~(term | trunc)).movedim(time_dim, 0).to(rewards.dtype)  # (T, B)
+    if mask is not None:
+        check_same_shape(rewards=rewards, mask=mask)
+        carry = carry * _flags(mask, rewards).movedim(time_dim, 0).to(rewards.dtype)  # (T, B)
+    return next_values, term, carry
+
+
 def gae(rewards: Tensor, values: Tensor, next_values: Tensor | None, terminated: Tensor | None,
         truncated: Tensor | None, gamma: float, gae_lambda: float, *, mask: Tensor | None = None,
         time_dim: int = 0) -> Tensor:
@@ -256,23 +280,16 @@ def gae(rewards: Tensor, values: Tensor, next_values: Tensor | None, terminated:
         ``(T, B)`` advantages, same dtype as ``rewards``.
     """
     _check_discount(gamma, gae_lambda)
-    if next_values is None:
-        next_values = next_step_values(values, mask, time_dim)
-    term = _flags(terminated, rewards, "terminated")
-    trunc = _flags(truncated, rewards, "truncated")
-    check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term,
-                     truncated=trunc)
+    next_values, term, not_done = _episode_ends(rewards, values, next_values, terminated,
+                                                truncated, mask, time_dim)
     delta = td_residuals(rewards, values, next_values, term, gamma, mask=mask)  # (T, B)
     delta = delta.movedim(time_dim, 0)  # (T, B)
-    not_done = (~(term | trunc)).movedim(time_dim, 0).to(delta.dtype)  # (T, B)
-    if mask is not None:  # an invalid step ends the recursion like an episode end
-        not_done = not_done * _flags(mask, rewards, "mask").movedim(time_dim, 0).to(delta.dtype)
     adv = torch.empty_like(delta)  # (T, B)
     running = torch.zeros_like(delta[0])  # (B,): A_{t+1}
     for t in reversed(range(delta.shape[0])):
         running = delta[t] + gamma * gae_lambda * not_done[t] * running  # (B,)
         adv[t] = running
-    return adv.movedim(0, time_dim)
+    return adv.movedim(0, time_dim).contiguous()
 
 
 def lambda_returns(rewards: Tensor, values: Tensor, next_values: Tensor | None,
@@ -295,19 +312,13 @@ def lambda_returns(rewards: Tensor, values: Tensor, next_values: Tensor | None,
         ``(T, B)`` tensor, 0 outside ``mask``.
     """
     _check_discount(gamma, gae_lambda)
-    if next_values is None:
-        next_values = next_step_values(values, mask, time_dim)
-    term = _flags(terminated, rewards, "terminated")
-    trunc = _flags(truncated, rewards, "truncated")
-    check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term,
-                     truncated=trunc)
+    next_values, term, not_done = _episode_ends(rewards, values, next_values, terminated,
+                                                truncated, mask, time_dim)
     r, nv = rewards.movedim(time_dim, 0), next_values.movedim(time_dim, 0)  # (T, B)
     not_term = (~term).movedim(time_dim, 0).to(r.dtype)  # (T, B)
-    not_done = (~(term | trunc)).movedim(time_dim, 0).to(r.dtype)  # (T, B)
     valid = None
     if mask is not None:
-        valid = _flags(mask, rewards, "mask").movedim(time_dim, 0).to(r.dtype)  # (T, B)
-        not_done = not_done * valid
+        valid = _flags(mask, rewards).movedim(time_dim, 0).to(r.dtype)  # (T, B)
     ret = torch.empty_like(r)  # (T, B)
     running = torch.zeros_like(r[0])  # (B,): G_{t+1}; unused where done_t or t = T-1
     for t in reversed(range(r.shape[0])):
@@ -316,7 +327,7 @@ def lambda_returns(rewards: Tensor, values: Tensor, next_values: Tensor | None,
         if valid is not None:
             running = running * valid[t]
         ret[t] = running
-    return ret.movedim(0, time_dim)
+    return ret.movedim(0, time_dim).contiguous()
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -348,7 +359,7 @@ def whiten(x: Tensor, mask: Tensor | None = None, shift_mean: bool = True,
         mean, var = x.mean(), x.var()
         out = (x - mean) * torch.rsqrt(var + eps)
         return out + mean if not shift_mean else out
-    m = _flags(mask, x, "mask")
+    m = _flags(mask, x)
     check_same_shape(x=x, mask=m)
     count = int(m.sum())
     if count < 2:

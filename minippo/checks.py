@@ -216,13 +216,15 @@ def _rollout_case(i: int, gen: torch.Generator, truncation: bool = True):
         terminated, truncated = truncated | terminated, torch.zeros_like(truncated)
     if not truncation:
         terminated, truncated = terminated | truncated, torch.zeros_like(truncated)
-    # next_values as minippo.rollout stores them: V(s_{t+1}) inside an episode, V(final_obs)
-    # at truncations and at the last step, 0 where terminated
+    # next_values: V(s_{t+1}) inside an episode, V(final_obs) at truncations and at the last
+    # step. Where terminated minippo.rollout stores 0, but here it is V(final_obs) too, so a
+    # function that forgets (1 - terminated) is caught rather than rescued by the zero.
     next_values = torch.cat([values[1:], torch.randn(1, B, generator=gen)])  # (T, B)
-    next_values = torch.where(truncated, torch.randn(T, B, generator=gen), next_values)
-    next_values = torch.where(terminated, torch.zeros(()), next_values)
-    gamma = {"gamma = 0": 0.0, "gamma = 1": 1.0}.get(what, 0.99 - 0.1 * float(torch.rand((), generator=gen)))
-    lam = {"lambda = 0": 0.0, "lambda = 1": 1.0}.get(what, 0.95 - 0.2 * float(torch.rand((), generator=gen)))
+    next_values = torch.where(truncated | terminated, torch.randn(T, B, generator=gen),
+                              next_values)
+    u = torch.rand(2, generator=gen).tolist()
+    gamma = {"gamma = 0": 0.0, "gamma = 1": 1.0}.get(what, 0.99 - 0.1 * u[0])
+    lam = {"lambda = 0": 0.0, "lambda = 1": 1.0}.get(what, 0.95 - 0.2 * u[1])
     data = dict(rewards=rewards, values=values, next_values=next_values, terminated=terminated,
                 truncated=truncated)
     return what, data, round(gamma, 3), round(lam, 3)
@@ -395,7 +397,8 @@ def _whiten_on_mask(whiten_fn: Callable, x: Tensor, mask: Tensor | None = None) 
 
 # =========================================================================== named checkers
 def check_discounted_returns(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(rewards, gamma) -> (T,)`` against :func:`minippo.advantages.discounted_returns`."""
+    """Check ``fn(rewards, gamma) -> (T,)`` against
+    :func:`minippo.advantages.discounted_returns`."""
     return check(fn, _adv.discounted_returns, _cases_discounted_returns, n_cases,
                  name="discounted_returns",
                  hint="G_t = r_t + gamma * G_{t+1} with G_T = 0: loop t from T-1 down to 0; "
@@ -403,7 +406,8 @@ def check_discounted_returns(fn: Callable, n_cases: int = 20) -> bool:
 
 
 def check_reward_to_go(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(rewards, dones, gamma) -> (T, B)`` against :func:`minippo.advantages.reward_to_go`."""
+    """Check ``fn(rewards, dones, gamma) -> (T, B)`` against
+    :func:`minippo.advantages.reward_to_go`."""
     return check(fn, _adv.reward_to_go, _cases_reward_to_go, n_cases, name="reward_to_go",
                  hint="R_t = r_t + gamma * (1 - done_t) * R_{t+1}: done_t means the episode "
                       "ended AFTER step t, so r_t still counts but nothing after it; no "
@@ -435,9 +439,9 @@ def check_clipped_surrogate(fn: Callable, n_cases: int = 20) -> bool:
                  functools.partial(_loss_and_grad, _obj.clipped_surrogate),
                  _cases_surrogate, n_cases, name="clipped_surrogate",
                  output_names=("the loss", "the gradient d loss / d logp"),
-                 hint="return the LOSS, -mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A)) with r = "
-                      "exp(logp - logp_old); clip the ratio, not the advantage; take the min "
-                      "of the two objectives (or the max of the two losses).")
+                 hint="return the LOSS, -mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A)) "
+                      "with r = exp(logp - logp_old); clip the ratio, not the advantage; "
+                      "take the min of the two objectives (or the max of the two losses).")
 
 
 def check_clipped_value_loss(fn: Callable, n_cases: int = 20) -> bool:
@@ -447,9 +451,9 @@ def check_clipped_value_loss(fn: Callable, n_cases: int = 20) -> bool:
                  functools.partial(_loss_and_grad, _obj.clipped_value_loss),
                  _cases_value_loss, n_cases, name="clipped_value_loss",
                  output_names=("the loss", "the gradient d loss / d v"),
-                 hint="v_clipped = "
-                      "v_old + clip(v - v_old, -eps, eps); loss = 0.5 * mean(max((v - ret)^2, "
-                      "(v_clipped - ret)^2)) — note the 0.5 and the MAX (pessimistic).")
+                 hint="v_clipped = v_old + clip(v - v_old, -eps, eps); loss = 0.5 * "
+                      "mean(max((v - ret)^2, (v_clipped - ret)^2)): note the 0.5 and the MAX "
+                      "(pessimistic).")
 
 
 def check_kl_estimators(k1: Callable | None = None, k2: Callable | None = None,

@@ -63,7 +63,8 @@ def _mean(x: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def policy_gradient_loss(logp: Tensor, adv: Tensor, *, mask: Tensor | None = None) -> Tensor:
-    r"""Vanilla policy-gradient loss :math:`L^{PG} = -\hat{\mathbb E}_t[\log\pi_\theta(a_t|s_t)\,\hat A_t]`.
+    r"""Vanilla policy-gradient loss
+    :math:`L^{PG} = -\hat{\mathbb E}_t[\log\pi_\theta(a_t|s_t)\,\hat A_t]`.
 
     Its gradient is the policy-gradient estimator
     :math:`-\hat{\mathbb E}[\nabla\log\pi\,\hat A]`; the loss value itself means nothing.
@@ -143,7 +144,8 @@ def kl_penalty_surrogate(logp: Tensor, logp_old: Tensor, adv: Tensor, beta: floa
 
 
 def value_loss(v: Tensor, ret: Tensor, *, mask: Tensor | None = None) -> Tensor:
-    r"""Squared-error value loss :math:`L^{VF} = \tfrac12\,\hat{\mathbb E}_t[(V_\theta(s_t) - \hat R_t)^2]`.
+    r"""Squared-error value loss
+    :math:`L^{VF} = \tfrac12\,\hat{\mathbb E}_t[(V_\theta(s_t) - \hat R_t)^2]`.
 
     The 1/2 is CleanRL's and TRL's convention (SB3 omits it; it only rescales ``vf_coef``).
     Source: PPO paper (Schulman et al. 2017), eq. 9 (the :math:`L^{VF}_t` term).
@@ -184,7 +186,7 @@ def entropy_bonus(entropy: Tensor, *, mask: Tensor | None = None) -> Tensor:
 
 
 def kl_k1(logp_q: Tensor, logp_p: Tensor) -> Tensor:
-    r"""Per-sample estimate :math:`k_1 = -\log r` of :math:`KL(q\|p)`, from :math:`x \sim q`.
+    r"""Per-sample estimate :math:`k_1 = -\log r` of :math:`KL(q\|p)`, x ~ q.
 
     With :math:`\log r = \log p(x) - \log q(x)`. Unbiased, but high variance and negative for
     about half the samples. RLHF's per-token KL penalty (Ziegler et al. 2019; TRL) is this one.
@@ -199,7 +201,7 @@ def kl_k1(logp_q: Tensor, logp_p: Tensor) -> Tensor:
 
 
 def kl_k2(logp_q: Tensor, logp_p: Tensor) -> Tensor:
-    r"""Per-sample estimate :math:`k_2 = \tfrac12 (\log r)^2` of :math:`KL(q\|p)`, from :math:`x \sim q`.
+    r"""Per-sample estimate :math:`k_2 = \tfrac12 (\log r)^2` of :math:`KL(q\|p)`, x ~ q.
 
     Never negative and low variance, but biased (its expectation is an f-divergence that agrees
     with KL to second order, so the bias is small when p is close to q).
@@ -210,7 +212,7 @@ def kl_k2(logp_q: Tensor, logp_p: Tensor) -> Tensor:
 
 
 def kl_k3(logp_q: Tensor, logp_p: Tensor) -> Tensor:
-    r"""Per-sample estimate :math:`k_3 = (r - 1) - \log r` of :math:`KL(q\|p)`, from :math:`x \sim q`.
+    r"""Per-sample estimate :math:`k_3 = (r - 1) - \log r` of :math:`KL(q\|p)`, x ~ q.
 
     Unbiased (:math:`\mathbb E_q[r - 1] = 0`) and never negative (:math:`\log r \le r - 1`),
     with low variance: the estimator behind ``ppo/kl_divergence`` (CleanRL's ``approx_kl``,

@@ -12,8 +12,8 @@ depends on the history of measured KLs:
 * :class:`AdaptiveKLPenalty` — PPO paper Section 4: halve or double beta when the KL after an
   update misses the target by a factor of 1.5 (Chapter 4).
 * :class:`AdaptiveKLController` — Ziegler et al. (2019), "Fine-Tuning Language Models from Human
-  Preferences", Section 2.2, and TRL's ``AdaptiveKLController``: proportional control of the RLHF KL
-  penalty towards a target KL (Chapter 8).
+  Preferences", Section 2.2, and TRL's ``AdaptiveKLController``: proportional control of the
+  RLHF KL penalty towards a target KL (Chapter 8).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def linear_anneal(step: int, total: int, start: float, end: float = 0.0) -> floa
 
 def warmup_cosine(step: int, total: int, peak: float, warmup: int, floor: float = 0.0, *,
                   start_factor: float = 0.1) -> float:
-    r"""Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to ``floor`` at ``total``.
+    r"""Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to ``floor``.
 
     .. math::
         \eta_k = \eta_{peak}\big(s + (1-s)\,k/W\big) \quad (k < W), \qquad
