@@ -139,7 +139,8 @@ def kl_penalty_surrogate(logp: Tensor, logp_old: Tensor, adv: Tensor, beta: floa
     ratio = probability_ratio(logp, logp_old)  # (N,)
     if kl is None:
         kl = kl_k3(logp_old, logp)  # (N,): x ~ old policy, KL(old || new)
-    kl_term = _mean(kl, mask) if kl.dim() > 0 else kl
+    kl = torch.as_tensor(kl, dtype=ratio.dtype)
+    kl_term = _mean(kl, mask) if kl.dim() > 0 else kl  # per-sample KLs or an already-averaged one
     return -(_mean(ratio * adv, mask) - beta * kl_term)
 
 
