@@ -500,3 +500,43 @@ def check_whiten(fn: Callable, n_cases: int = 20, masked: bool = True) -> bool:
                  hint="(x - mean) / sqrt(var + eps) with the UNBIASED variance (torch.var's "
                       "default; std + eps also passes); with a mask, mean and variance are "
                       "taken over the masked entries only.")
+
+
+# =========================================================================== Chapter 1
+def _softmax_policy_gradient(logits: Tensor, actions: Tensor, rewards: Tensor,
+                             baseline: float) -> Tensor:
+    """The score-function estimate by autograd through the policy-gradient surrogate loss."""
+    logits = logits.detach().clone().requires_grad_(True)
+    logp = torch.log_softmax(logits, dim=-1)[actions]  # (N,)
+    loss = _obj.policy_gradient_loss(logp, rewards - baseline)
+    (grad,) = torch.autograd.grad(loss, logits)
+    return -grad  # (K,) the loss is the NEGATED objective
+
+
+def _cases_softmax_policy_gradient(i: int, gen: torch.Generator):
+    scenarios = ["one sample, N = 1", "two arms", "uniform policy", "zero baseline",
+                 "one arm never pulled"]
+    what = scenarios[i] if i < len(scenarios) else "random policy and batch"
+    K = 2 if what == "two arms" else int(torch.randint(3, 7, (), generator=gen))
+    N = 1 if what == "one sample, N = 1" else int(torch.randint(5, 40, (), generator=gen))
+    logits = torch.zeros(K) if what == "uniform policy" else torch.randn(K, generator=gen)
+    pull = torch.softmax(logits, dim=-1)  # (K,)
+    if what == "one arm never pulled":
+        pull[-1] = 0.0
+    actions = torch.multinomial(pull, N, replacement=True, generator=gen)  # (N,)
+    rewards = 1.0 + torch.randn(N, generator=gen)  # (N,)
+    baseline = 0.0 if what == "zero baseline" else round(float(torch.randn((), generator=gen)), 3)
+    return what, {"logits": logits, "actions": actions, "rewards": rewards, "baseline": baseline}
+
+
+def check_softmax_policy_gradient(fn: Callable, n_cases: int = 20) -> bool:
+    r"""Check ``fn(logits, actions, rewards, baseline) -> (K,)``, the score-function estimate
+    :math:`\frac1N \sum_i (r_i - b)\,\nabla_\theta \log \mathrm{softmax}(\theta)_{a_i}` for a
+    softmax policy over K arms, against autograd through
+    :func:`minippo.objectives.policy_gradient_loss`. Chapter 1, policy gradient."""
+    return check(fn, _softmax_policy_gradient, _cases_softmax_policy_gradient, n_cases,
+                 name="softmax_policy_gradient",
+                 hint="grad_theta log pi(a) = onehot(a) - softmax(theta) (a (N, K) matrix); "
+                      "weight row i by (r_i - b) and take the MEAN over the N samples; this is "
+                      "the ascent direction, so no minus sign; an arm never pulled still gets "
+                      "a nonzero component through -softmax(theta).")
