@@ -660,8 +660,14 @@ class GymVecEnv:
         env=None,
         **make_kwargs,
     ):
-        import gymnasium as gym
-        from gymnasium.vector import AutoresetMode
+        try:
+            import gymnasium as gym
+            from gymnasium.vector import AutoresetMode
+        except ImportError as err:
+            raise ImportError(
+                "GymVecEnv needs Gymnasium >= 1.0: pip install 'gymnasium>=1.0' "
+                "(or pip install 'minippo[gym]')"
+            ) from err
 
         if (env_id is None) == (env is None):
             raise ValueError("pass exactly one of env_id (a Gymnasium id) and env (a vector env)")
