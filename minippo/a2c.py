@@ -1,1 +1,146 @@
-"""(placeholder: being written)"""
+"""Advantage actor-critic (A2C): the synchronous variant of A3C (Mnih et al. 2016), with GAE.
+
+Chapter 2, value functions and GAE.  Every ``num_steps`` steps of ``num_envs`` environments the
+actor takes ONE gradient step on the policy-gradient loss weighted by GAE advantages, and the
+critic one step on the value loss, together:
+
+.. math:: L(\\theta) = -\\hat{\\mathbb E}_t[\\log\\pi_\\theta(a_t|s_t)\\hat A_t]
+          + c_1 \\hat{\\mathbb E}_t[\\tfrac12 (V_\\theta(s_t) - \\hat R_t)^2]
+          - c_2 \\hat{\\mathbb E}_t[S[\\pi_\\theta](s_t)]
+
+(Mnih et al. 2016, Algorithm S3, with the n-step advantage replaced by GAE, Schulman et al.
+2016).  It is PPO with one epoch, one minibatch and no ratio: the step that PPO's clipping makes
+safe to repeat.
+
+Order of the file: config, objective, estimator, update step, training loop.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from minippo.advantages import gae, whiten
+from minippo.history import History
+from minippo.nets import ActorCritic, adam
+from minippo.objectives import entropy_bonus, policy_gradient_loss, value_loss
+from minippo.rollout import (Rollout, collect, policy_diagnostics, record_update, return_reached,
+                             start_training)
+from minippo.utils import check_finite, check_range
+
+__all__ = ["A2CConfig", "a2c_loss", "update", "train"]
+
+
+# --------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class A2CConfig:
+    """A2C on CartPole-v1 (Adam instead of the paper's shared RMSProp; sizes tuned for CartPole)."""
+
+    num_envs: int = 32  #: parallel environments B (paper: 16 actor-learners)
+    num_steps: int = 16  #: steps per environment per update T (paper: t_max = 5; SB3: 5)
+    total_steps: int = 300_000  #: environment steps in the whole run
+    gamma: float = 0.99  #: discount (paper: 0.99)
+    gae_lambda: float = 0.95  #: GAE lambda (GAE paper: 0.92-0.99; 1.0 is the paper's n-step return)
+    lr: float = 1e-3  #: Adam learning rate (tuned; SB3's RMSProp: 7e-4)
+    vf_coef: float = 0.5  #: c1, value-loss weight (SB3: 0.5)
+    ent_coef: float = 0.0  #: c2, entropy bonus (paper: 0.01; RL-Zoo CartPole: 0.0)
+    max_grad_norm: float | None = 0.5  #: global gradient-norm clip (SB3: 0.5); None = off
+    norm_adv: bool = True  #: whiten advantages (SB3's default is False; helps here)
+    hidden_sizes: Sequence[int] = (64, 64)  #: hidden widths of actor and critic
+    orthogonal_init: bool = True  #: orthogonal initialisation (nets.layer_init)
+
+    def __post_init__(self):
+        check_range("num_envs", self.num_envs, 1)
+        check_range("num_steps", self.num_steps, 1)
+        check_range("total_steps", self.total_steps, self.batch_size)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_range("lr", self.lr, 0.0, low_open=True)
+        check_range("vf_coef", self.vf_coef, 0.0)
+        check_range("ent_coef", self.ent_coef, 0.0)
+        if self.max_grad_norm is not None:
+            check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        if len(self.hidden_sizes) == 0 or any(h < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes!r}")
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per update, ``num_envs * num_steps``."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // self.batch_size
+
+
+# --------------------------------------------------------------------------- objective
+def a2c_loss(agent: ActorCritic, obs: Tensor, actions: Tensor, adv: Tensor, ret: Tensor,
+             config: A2CConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""The A2C loss :math:`-\hat{\mathbb E}[\log\pi\,\hat A] + c_1 L^{VF} - c_2 S`.
+
+    Source: Mnih et al. (2016), Algorithm S3 (the gradients it accumulates, written as one loss).
+    Chapter 2, value functions and GAE.
+    """
+    logp, entropy, v = agent.evaluate(obs, actions)  # (N,), (N,), (N,)
+    pg_loss = policy_gradient_loss(logp, adv)
+    v_loss = value_loss(v, ret)
+    ent = entropy_bonus(entropy)
+    loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * ent
+    return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": ent}
+
+
+# --------------------------------------------------------------------------- update step
+def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
+           config: A2CConfig, *, update_index: int = 0) -> dict[str, float]:
+    """GAE advantages (estimator), then one gradient step on :func:`a2c_loss`."""
+    adv = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
+              rollout.truncated, config.gamma, config.gae_lambda)  # (T, B)
+    ret = (adv + rollout.values).flatten()  # (N,) lambda-returns, the value targets
+    adv = adv.flatten()  # (N,)
+    if config.norm_adv:
+        adv = whiten(adv)  # (N,)
+    batch = rollout.flatten()
+    loss, parts = a2c_loss(agent, batch["obs"], batch["actions"], adv, ret, config)
+    check_finite(update_index, policy_loss=parts["policy_loss"], value_loss=parts["value_loss"])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+    optimizer.step()
+
+    metrics = policy_diagnostics(agent, batch["obs"], batch["actions"], batch["logp"],
+                                 batch["values"], ret)
+    metrics.update({
+        "ppo/policy_loss": parts["policy_loss"].item(),
+        "ppo/value_loss": parts["value_loss"].item(),
+        "ppo/mean_advantage": float(adv.mean()),
+    })
+    return metrics
+
+
+# --------------------------------------------------------------------------- training loop
+def train(config: A2CConfig = A2CConfig(), env=None, *, seed: int = 0, progress: bool = True,
+          stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
+    """Train A2C; ``env=None`` is ``CartPole(config.num_envs, seed=seed)``.
+
+    Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
+    finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
+    """
+    start = time.perf_counter()  # the clock includes building the env and the network
+    env, obs, agent, history = start_training(config, env, seed)
+    optimizer = adam(agent.parameters(), config.lr)
+    global_step = 0
+    for i in tqdm(range(1, config.num_updates + 1), desc="A2C", disable=not progress):
+        t0, seen = time.perf_counter(), len(history.episodes["return"])
+        rollout, obs = collect(env, agent, obs, config.num_steps, history, global_step, start)
+        global_step += rollout.rewards.numel()
+        metrics = update(agent, optimizer, rollout, config, update_index=i)
+        sps = rollout.rewards.numel() / (time.perf_counter() - t0)
+        record_update(history, metrics, global_step, start, rollout, sps)
+        if stop_at_return is not None and return_reached(history, stop_at_return, seen):
+            break
+    return agent, history

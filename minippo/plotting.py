@@ -1,1 +1,126 @@
-"""(placeholder: being written)"""
+"""Plots every chapter draws: the training dashboard, several seeds as a band, sweep heatmaps.
+
+They read a :class:`minippo.history.History` (or a pandas DataFrame for sweeps), never train
+anything, and return the matplotlib Figure/Axes so a notebook can add to them.  Metric names are
+DESIGN.md's (``ppo/kl_divergence``, ...), so the REINFORCE, TRPO, PPO and RLHF dashboards are the
+same picture (Chapter 5, PPO in practice: "the three numbers a PPO user watches").
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from minippo.history import History
+
+__all__ = ["dashboard", "plot_seeds", "heatmap"]
+
+STEP_LABEL = "environment steps"
+
+
+def _column(history: History, name: str) -> np.ndarray:
+    return np.asarray(history.updates.get(name, [math.nan] * len(history)), dtype=float)
+
+
+def _rolling(x: np.ndarray, window: int, fn) -> np.ndarray:
+    """``fn`` over the last ``window`` entries at every position (fewer at the start)."""
+    return np.array([fn(x[max(0, i - window + 1):i + 1]) for i in range(len(x))])
+
+
+def dashboard(history: History, target_kl: float | None = None, title: str | None = None,
+              clip_eps: float = 0.2, window: int = 20):
+    """The 2x3 training dashboard: return, policy loss, value loss, KL, clip fraction, return std.
+
+    * return: every finished episode (dots) and the mean of the last ``window`` (line);
+    * policy and value loss per update;
+    * ``ppo/kl_divergence`` (k3 estimate of KL(old || new) per update) with a dashed line at
+      ``target_kl`` (default: the run's ``config.target_kl``, or TRPO's ``config.max_kl``);
+    * ``ppo/clip_fraction`` at ``clip_eps``;
+    * standard deviation of the last ``window`` episode returns.
+
+    Every x axis is environment steps.  Returns the matplotlib Figure.
+    """
+    if target_kl is None and history.config is not None:
+        target_kl = getattr(history.config, "target_kl", None) or getattr(history.config, "max_kl", None)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), constrained_layout=True)
+    ax_ret, ax_pl, ax_vl, ax_kl, ax_cf, ax_std = axes.flat
+    x = _column(history, "global_step")
+    ep_x = np.asarray(history.episodes["global_step"], dtype=float)
+    ep_r = np.asarray(history.episodes["return"], dtype=float)
+
+    ax_ret.scatter(ep_x, ep_r, s=4, alpha=0.25, color="tab:blue", label="episode")
+    if len(ep_r):
+        ax_ret.plot(ep_x, _rolling(ep_r, window, np.mean), color="tab:blue",
+                    label=f"mean of last {window}")
+    ax_ret.set(title="Episodic return", ylabel="return (reward per episode)")
+    ax_ret.legend(loc="lower right", fontsize="small")
+
+    ax_pl.plot(x, _column(history, "ppo/policy_loss"), color="tab:purple")
+    ax_pl.set(title="Policy loss", ylabel="loss (surrogate, negated)")
+
+    ax_vl.plot(x, _column(history, "ppo/value_loss"), color="tab:green")
+    ax_vl.set(title="Value loss", ylabel="loss (½ squared error)")
+
+    ax_kl.plot(x, _column(history, "ppo/kl_divergence"), color="tab:red", label="KL(old ‖ new), k3")
+    if target_kl is not None:
+        ax_kl.axhline(target_kl, color="black", linestyle="--", label=f"target {target_kl:g}")
+    ax_kl.set(title="KL divergence per update", ylabel="KL (nats)")
+    ax_kl.legend(loc="upper right", fontsize="small")
+
+    ax_cf.plot(x, _column(history, "ppo/clip_fraction"), color="tab:orange")
+    ax_cf.set(title=f"Clip fraction (ε = {clip_eps:g})", ylabel="fraction of samples clipped",
+              ylim=(0, None))
+
+    if len(ep_r):
+        ax_std.plot(ep_x, _rolling(ep_r, window, np.std), color="tab:gray")
+    ax_std.set(title=f"Return std (last {window} episodes)", ylabel="std of return")
+
+    for ax in axes.flat:
+        ax.set_xlabel(STEP_LABEL)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_seeds(runs: dict[str, list[History]], metric: str = "rollout/episodic_return",
+               x: str = "global_step", ax=None, errorbar="sd"):
+    """Mean over seeds with a band (seaborn ``lineplot``; ``errorbar="sd"``: ± one standard
+    deviation), one line per label of ``runs`` (label -> list of histories, one per seed).
+
+    Runs of one config log the same ``global_step`` values, so seeds are aligned on them.
+    Returns the Axes.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    rows = []
+    for label, histories in runs.items():
+        for seed, h in enumerate(histories):
+            frame = pd.DataFrame({x: h.updates[x], "value": h.updates[metric]}).dropna()
+            frame["run"], frame["seed"] = label, seed
+            rows.append(frame)
+    data = pd.concat(rows, ignore_index=True)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    sns.lineplot(data=data, x=x, y="value", hue="run", errorbar=errorbar, ax=ax)
+    n = max(len(h) for h in runs.values())
+    ax.set(title=f"{metric}: mean ± band over {n} seeds",
+           xlabel=STEP_LABEL if x == "global_step" else x, ylabel=metric)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def heatmap(frame, x: str, y: str, value: str, ax=None, fmt: str = ".3g", cmap: str = "viridis"):
+    """A hyperparameter sweep as a heatmap: ``value`` averaged over rows with the same ``(x, y)``
+    (e.g. over seeds), annotated.  ``frame`` is a pandas DataFrame.  Returns the Axes."""
+    import seaborn as sns
+
+    table = frame.pivot_table(index=y, columns=x, values=value, aggfunc="mean")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.8 * table.shape[0] + 2),
+                             constrained_layout=True)
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar_kws={"label": value})
+    ax.set(title=f"{value} (mean over runs)", xlabel=x, ylabel=y)
+    return ax

@@ -1,1 +1,171 @@
-"""(placeholder: being written)"""
+"""REINFORCE: the Monte-Carlo policy gradient (Williams 1992), with an optional learned baseline.
+
+Chapter 1, policy gradient.  The gradient of the expected return is estimated from sampled
+episodes by the score-function (likelihood-ratio) estimator with reward-to-go,
+
+.. math:: \\nabla_\\theta J(\\theta) \\approx \\hat{\\mathbb E}_t\\big[\\nabla_\\theta \\log
+          \\pi_\\theta(a_t|s_t)\\,(\\hat R_t - b(s_t))\\big],
+
+where :math:`\\hat R_t` is the discounted reward-to-go and :math:`b(s_t) = V_\\phi(s_t)` a learned
+baseline (``baseline=True``) that lowers the variance without adding bias (Williams 1992,
+Section 6; Sutton & Barto 2018, Section 13.4).  One gradient step per batch of experience: the
+data are on-policy only for the policy that collected them.
+
+Batches are cut every ``num_steps`` steps, so an episode may be unfinished at the end of a batch.
+With a baseline its missing future is bootstrapped from V (as Spinning Up's VPG does); without
+one the reward-to-go simply stops there, which biases those steps' returns low (one reason to
+keep ``num_steps`` long).
+
+Order of the file: config, objective (the policy-gradient loss lives in
+:mod:`minippo.objectives`), estimator (returns and advantages), update step, training loop.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from minippo.advantages import lambda_returns, reward_to_go, whiten
+from minippo.history import History
+from minippo.nets import ActorCritic, adam
+from minippo.objectives import policy_gradient_loss, value_loss
+from minippo.rollout import (Rollout, collect, policy_diagnostics, record_update, return_reached,
+                             start_training)
+from minippo.utils import check_finite, check_range
+
+__all__ = ["ReinforceConfig", "returns_and_advantages", "update", "train"]
+
+
+# --------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """REINFORCE on CartPole-v1 (sizes and learning rates tuned for CartPole; see comments)."""
+
+    num_envs: int = 16  #: parallel environments B
+    num_steps: int = 256  #: steps per environment per batch T (long: few cut-off episodes)
+    total_steps: int = 400_000  #: environment steps in the whole run
+    gamma: float = 0.99  #: discount (Spinning Up's VPG: 0.99)
+    lr: float = 3e-3  #: Adam learning rate of the policy (tuned; Spinning Up's VPG: 3e-4)
+    baseline: bool = True  #: subtract a learned V(s) from the reward-to-go
+    vf_lr: float = 1e-3  #: Adam learning rate of the baseline (Spinning Up: 1e-3)
+    vf_epochs: int = 5  #: passes over the batch for the baseline per update
+    vf_minibatches: int = 4  #: minibatches per baseline epoch
+    norm_adv: bool = True  #: whiten the weights (R - b) of the score function (Chapter 5)
+    hidden_sizes: Sequence[int] = (64, 64)  #: hidden widths of the policy (and baseline)
+    orthogonal_init: bool = True  #: orthogonal initialisation (nets.layer_init)
+
+    def __post_init__(self):
+        check_range("num_envs", self.num_envs, 1)
+        check_range("num_steps", self.num_steps, 1)
+        check_range("total_steps", self.total_steps, self.batch_size)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("lr", self.lr, 0.0, low_open=True)
+        check_range("vf_lr", self.vf_lr, 0.0, low_open=True)
+        check_range("vf_epochs", self.vf_epochs, 0)
+        check_range("vf_minibatches", self.vf_minibatches, 1, self.batch_size)
+        if len(self.hidden_sizes) == 0 or any(h < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes!r}")
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per update, ``num_envs * num_steps``."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // self.batch_size
+
+
+# --------------------------------------------------------------------------- estimator
+def returns_and_advantages(rollout: Rollout, gamma: float, baseline: bool) -> tuple[Tensor, Tensor]:
+    r"""Reward-to-go :math:`\hat R_t` and the weights :math:`\hat R_t - b(s_t)` (T, B).
+
+    With a baseline, :math:`\hat R_t` is the Monte-Carlo return bootstrapped from V only where
+    the episode was cut off (time limit or end of the batch): the lambda-return with
+    :math:`\lambda = 1`.  Without one it is the plain reward-to-go, and the weights are
+    :math:`\hat R_t` itself.  Source: Williams (1992); Sutton & Barto (2018), Section 13.4.
+    Chapter 1, policy gradient.
+    """
+    if baseline:
+        ret = lambda_returns(rollout.rewards, rollout.values, rollout.next_values,
+                             rollout.terminated, rollout.truncated, gamma, 1.0)  # (T, B)
+        return ret, ret - rollout.values  # (T, B), (T, B)
+    ret = reward_to_go(rollout.rewards, rollout.terminated | rollout.truncated, gamma)  # (T, B)
+    return ret, ret
+
+
+# --------------------------------------------------------------------------- update step
+def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
+           config: ReinforceConfig, *, value_optimizer: torch.optim.Optimizer | None = None,
+           update_index: int = 0) -> dict[str, float]:
+    """One policy-gradient step on the whole batch, then (with a baseline) fit V by regression.
+
+    ``optimizer`` holds the policy parameters, ``value_optimizer`` the baseline's.
+    """
+    ret, adv = returns_and_advantages(rollout, config.gamma, config.baseline)
+    ret, adv = ret.flatten(), adv.flatten()  # (N,), (N,)
+    if config.norm_adv:
+        adv = whiten(adv)  # (N,)
+    batch = rollout.flatten()
+    obs, actions, logp_old = batch["obs"], batch["actions"], batch["logp"]
+
+    logp = agent.dist(obs).log_prob(actions)  # (N,)
+    pg_loss = policy_gradient_loss(logp, adv)
+    check_finite(update_index, policy_loss=pg_loss)
+    optimizer.zero_grad(set_to_none=True)
+    pg_loss.backward()
+    optimizer.step()
+
+    v_losses = []
+    if config.baseline and value_optimizer is not None:
+        n = ret.shape[0]
+        mb = n // config.vf_minibatches
+        for _ in range(config.vf_epochs):
+            perm = torch.randperm(n)
+            for start in range(0, mb * config.vf_minibatches, mb):
+                idx = perm[start:start + mb]
+                v_loss = value_loss(agent.value(obs[idx]), ret[idx])
+                check_finite(update_index, value_loss=v_loss)
+                value_optimizer.zero_grad(set_to_none=True)
+                v_loss.backward()
+                value_optimizer.step()
+                v_losses.append(v_loss.item())
+
+    metrics = policy_diagnostics(agent, obs, actions, logp_old, batch["values"], ret)
+    metrics.update({
+        "ppo/policy_loss": pg_loss.item(),
+        "ppo/value_loss": sum(v_losses) / len(v_losses) if v_losses else math.nan,
+        "ppo/mean_advantage": float(adv.mean()),
+    })
+    return metrics
+
+
+# --------------------------------------------------------------------------- training loop
+def train(config: ReinforceConfig = ReinforceConfig(), env=None, *, seed: int = 0,
+          progress: bool = True, stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
+    """Train REINFORCE; ``env=None`` is ``CartPole(config.num_envs, seed=seed)``.
+
+    Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
+    finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
+    """
+    start = time.perf_counter()  # the clock includes building the env and the network
+    env, obs, agent, history = start_training(config, env, seed)
+    optimizer = adam(agent.policy_parameters(), config.lr)
+    value_optimizer = adam(agent.value_parameters(), config.vf_lr)
+    global_step = 0
+    for i in tqdm(range(1, config.num_updates + 1), desc="REINFORCE", disable=not progress):
+        t0, seen = time.perf_counter(), len(history.episodes["return"])
+        rollout, obs = collect(env, agent, obs, config.num_steps, history, global_step, start)
+        global_step += rollout.rewards.numel()
+        metrics = update(agent, optimizer, rollout, config, value_optimizer=value_optimizer,
+                         update_index=i)
+        sps = rollout.rewards.numel() / (time.perf_counter() - t0)
+        record_update(history, metrics, global_step, start, rollout, sps)
+        if stop_at_return is not None and return_reached(history, stop_at_return, seen):
+            break
+    return agent, history

@@ -1,1 +1,190 @@
-"""(placeholder: being written)"""
+"""Time-major rollout storage and collection, with the truncation bootstrap.
+
+A rollout is ``num_steps`` (T) steps of ``num_envs`` (B) environments, stored as (T, B, ...)
+tensors.  The one subtle quantity is ``next_values``, the value of the state that follows step
+``t`` *in the same episode*:
+
+* not done: the next stored state, ``values[t + 1]`` (at ``t = T - 1``: V of the observation the
+  next rollout starts from);
+* truncated (time limit): the episode did not end, the clock did; the next state is
+  ``final_obs`` and we bootstrap from V(final_obs) (Pardo et al. 2018, "Time limits in RL");
+* terminated (the pole fell): no next state, so 0.
+
+Merging the two (CleanRL's ``logical_or``, SB3 issue 633) teaches the agent that reaching the time
+limit is a disaster.  Chapter 2, value functions and GAE.
+
+The file also holds the small pieces of training-loop plumbing that REINFORCE, A2C, TRPO and PPO
+share: the diagnostics every update reports and the row each update appends to the history.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from minippo.envs import CartPole
+from minippo.history import History
+from minippo.nets import ActorCritic
+from minippo.objectives import clip_fraction, explained_variance, kl_k3
+from minippo.utils import set_seed
+
+__all__ = ["Rollout", "collect", "policy_diagnostics", "record_update", "return_reached",
+           "start_training"]
+
+
+@dataclass
+class Rollout:
+    """T steps of B environments, time-major."""
+
+    obs: Tensor          #: (T, B, O) observation the action was taken in
+    actions: Tensor      #: (T, B) long (discrete) or (T, B, A) float (continuous)
+    logp: Tensor         #: (T, B) log pi_old(a_t | s_t) at collection time
+    values: Tensor       #: (T, B) V_old(s_t) at collection time
+    rewards: Tensor      #: (T, B)
+    terminated: Tensor   #: (T, B) bool, a real end: no bootstrap
+    truncated: Tensor    #: (T, B) bool, a time-limit cut: bootstrap from V(final_obs)
+    next_values: Tensor  #: (T, B) V of the next state in the same episode (see module docstring)
+
+    @property
+    def num_steps(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        return self.rewards.shape[1]
+
+    def flatten(self) -> dict[str, Tensor]:
+        """Every field reshaped from (T, B, ...) to (T*B, ...), keyed by field name."""
+        return {f.name: getattr(self, f.name).flatten(0, 1) for f in fields(self)}
+
+
+@torch.no_grad()
+def collect(env, agent, obs: Tensor, num_steps: int, history: History | None = None,
+            global_step: int = 0, start_time: float | None = None) -> tuple[Rollout, Tensor]:
+    """Run ``agent`` in ``env`` for ``num_steps`` steps from observation ``obs`` (B, O).
+
+    Returns the :class:`Rollout` and the observation the next rollout starts from.  Finished
+    episodes are appended to ``history`` (if given) with the global step at which they ended
+    (``global_step`` counts environment steps before this rollout) and the seconds since
+    ``start_time`` (a ``time.perf_counter()`` value; default: the start of this call).
+
+    Speed: storage is preallocated, nothing leaves torch inside the loop, and the loop runs
+    only the policy (``agent.sample``) and the batched environment step; the values of all
+    T x B states are computed afterwards in one batched forward pass.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    T, (B, O) = num_steps, obs.shape
+    if start_time is None:
+        start_time = time.perf_counter()
+    obs_buf = torch.empty((T + 1, B, O), dtype=obs.dtype)  # (T+1, B, O): + the next start
+    final_obs = torch.empty((T, B, O), dtype=obs.dtype)  # (T, B, O)
+    logp = torch.empty((T, B))  # (T, B)
+    rewards = torch.empty((T, B))  # (T, B)
+    terminated = torch.empty((T, B), dtype=torch.bool)  # (T, B)
+    truncated = torch.empty((T, B), dtype=torch.bool)  # (T, B)
+    ep_return = torch.empty((T, B))  # (T, B)
+    ep_length = torch.empty((T, B), dtype=torch.long)  # (T, B)
+    actions = None
+    step_times = []
+    for t in range(T):
+        obs_buf[t] = obs
+        action, logp[t] = agent.sample(obs)  # (B,) or (B, A); (B,)
+        if actions is None:
+            actions = torch.empty((T, *action.shape), dtype=action.dtype)  # (T, B) or (T, B, A)
+        actions[t] = action
+        step = env.step(action)
+        rewards[t] = step.reward
+        terminated[t] = step.terminated
+        truncated[t] = step.truncated
+        final_obs[t] = step.final_obs
+        ep_return[t] = step.episode_return
+        ep_length[t] = step.episode_length
+        obs = step.obs
+        step_times.append(time.perf_counter())
+    obs_buf[T] = obs
+
+    # V of every visited state and of the next start, in one batched pass (not once per step).
+    v_all = agent.value(obs_buf.flatten(0, 1)).view(T + 1, B)  # (T+1, B)
+    values = v_all[:T]  # (T, B)
+    # next_values: V(s_{t+1}) in the same episode (module docstring).
+    next_values = v_all[1:].clone()  # (T, B): values[t+1], and V(next start) at t = T-1
+    if truncated.any():
+        next_values[truncated] = agent.value(final_obs[truncated])
+    next_values[terminated] = 0.0
+
+    if history is not None:
+        done = terminated | truncated  # (T, B)
+        for t in done.any(dim=1).nonzero().flatten().tolist():
+            history.log_episodes(global_step + (t + 1) * B, step_times[t] - start_time,
+                                 ep_return[t][done[t]].tolist(), ep_length[t][done[t]].tolist())
+
+    rollout = Rollout(obs_buf[:T], actions, logp, values, rewards, terminated, truncated, next_values)
+    return rollout, obs
+
+
+@torch.no_grad()
+def policy_diagnostics(agent, obs: Tensor, actions: Tensor, logp_old: Tensor, values: Tensor,
+                       returns: Tensor, clip_eps: float = 0.2) -> dict[str, float]:
+    """What changed in one update, measured afterwards on the rollout's own samples.
+
+    ``ppo/kl_divergence`` is the k3 estimate of KL(pi_old || pi_new) on the rollout's states and
+    actions (actions were drawn from pi_old, as k3 requires); ``ppo/clip_fraction`` is the share
+    of samples whose ratio pi_new/pi_old left [1 - eps, 1 + eps] (for REINFORCE, A2C and TRPO a
+    diagnostic at eps = 0.2); ``ppo/explained_variance`` compares the old values with the
+    returns they were trained towards.  Inputs are flat (N, ...) tensors.
+    """
+    d = agent.dist(obs)
+    logp, entropy = d.log_prob(actions), d.entropy()  # (N,), (N,)
+    ratio = (logp - logp_old).exp()  # (N,)
+    return {
+        "ppo/kl_divergence": float(kl_k3(logp_old, logp).mean()),
+        "ppo/clip_fraction": float(clip_fraction(ratio, clip_eps)),
+        "ppo/ratio_mean": float(ratio.mean()),
+        "ppo/ratio_std": float(ratio.std()),
+        "ppo/entropy": float(entropy.mean()),
+        "ppo/explained_variance": float(explained_variance(values, returns)),
+        "ppo/value_pred_mean": float(values.mean()),
+    }
+
+
+def record_update(history: History, metrics: dict, global_step: int, start_time: float,
+                  rollout: Rollout, steps_per_second: float) -> None:
+    """Append one update's row: step, time, recent episodes, reward statistics and ``metrics``."""
+    lengths = history.episodes["length"][-20:]
+    row = {
+        "global_step": global_step,
+        "time/elapsed": time.perf_counter() - start_time,
+        "rollout/episodic_return": history.recent_return(20),
+        "rollout/episode_length": sum(lengths) / len(lengths) if lengths else math.nan,
+        "ppo/mean_reward": float(rollout.rewards.mean()),
+        "ppo/reward_std": float(rollout.rewards.std()),
+        **metrics,
+        "time/steps_per_second": steps_per_second,
+    }
+    history.log_update(row)
+
+
+def return_reached(history: History, threshold: float, since: int = 0, window: int = 20) -> bool:
+    """Whether the mean of ``window`` consecutive finished episodes, the last of them logged at
+    index ``since`` or later, reached ``threshold``: :meth:`History.solved_at`'s test, checked
+    only for the episodes of the latest rollout so that a training loop can ask every update."""
+    r = history.episodes["return"]
+    return any(sum(r[i - window + 1:i + 1]) >= threshold * window
+               for i in range(max(since, window - 1), len(r)))
+
+
+def start_training(config, env=None, seed: int = 0) -> tuple[object, Tensor, ActorCritic, History]:
+    """Seed everything, make the environment (``CartPole(config.num_envs, seed=seed)`` when
+    ``env`` is None), reset it, and build the network from ``config.hidden_sizes`` and
+    ``config.orthogonal_init``.  Returns ``(env, obs, agent, history)``."""
+    set_seed(seed)
+    if env is None:
+        env = CartPole(config.num_envs, seed=seed)
+    obs = env.reset(seed=seed)  # (B, O)
+    agent = ActorCritic.from_env(env, hidden=tuple(config.hidden_sizes),
+                                 orthogonal_init=config.orthogonal_init)
+    return env, obs, agent, History(config=config)

@@ -1,1 +1,313 @@
-"""(placeholder: being written)"""
+"""Trust Region Policy Optimization (Schulman et al. 2015), with GAE value fitting (2016).
+
+Chapter 3, trust regions and TRPO.  TRPO maximises the importance-sampled surrogate
+
+.. math:: L(\\theta) = \\hat{\\mathbb E}_t\\Big[\\frac{\\pi_\\theta(a_t|s_t)}{\\pi_{old}(a_t|s_t)}\\hat A_t\\Big]
+          \\quad\\text{s.t.}\\quad \\bar D_{KL}(\\theta_{old}, \\theta)
+          = \\hat{\\mathbb E}_t\\big[KL(\\pi_{old}(\\cdot|s_t)\\,\\|\\,\\pi_\\theta(\\cdot|s_t))\\big] \\le \\delta
+
+(TRPO paper, eq. 14).  Linearising L and taking the KL to second order gives the natural
+gradient step :math:`\\theta = \\theta_{old} + \\beta s` with :math:`F s = g`, solved by conjugate
+gradient using only Fisher-vector products, scaled so the quadratic KL equals :math:`\\delta`, and
+then shrunk by a backtracking line search until the *exact* KL is within :math:`\\delta` and the
+surrogate improved (TRPO paper, Appendix C).  The value function is fitted separately by Adam on
+the lambda-returns, as in the GAE paper (Schulman et al. 2016, Section 5).
+
+Order of the file: config, objective (surrogate and mean KL), estimator (Fisher-vector product,
+conjugate gradient, step size, line search), update step, training loop.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, kl_divergence
+from tqdm.auto import tqdm
+
+from minippo.advantages import gae, whiten
+from minippo.history import History
+from minippo.nets import ActorCritic, adam
+from minippo.objectives import clipped_surrogate, value_loss
+from minippo.rollout import (Rollout, collect, policy_diagnostics, record_update, return_reached,
+                             start_training)
+from minippo.utils import check_finite, check_range
+
+__all__ = [
+    "TRPOConfig",
+    "mean_kl",
+    "fisher_vector_product",
+    "conjugate_gradient",
+    "natural_step_size",
+    "backtracking_line_search",
+    "update",
+    "train",
+]
+
+
+# --------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TRPOConfig:
+    """TRPO on CartPole-v1.  Paper values where the paper gives one; sizes tuned for CartPole."""
+
+    num_envs: int = 16  #: parallel environments B
+    num_steps: int = 128  #: steps per environment per update T (batch 2048, Spinning Up uses 4000)
+    total_steps: int = 200_000  #: environment steps in the whole run
+    gamma: float = 0.99  #: discount (GAE paper, Section 6)
+    gae_lambda: float = 0.97  #: GAE lambda (Spinning Up's TRPO default; GAE paper uses 0.96-0.99)
+    max_kl: float = 0.01  #: trust-region radius delta (TRPO paper, Section 8: 0.01)
+    cg_iters: int = 10  #: conjugate-gradient iterations (TRPO paper, Appendix C: 10)
+    cg_damping: float = 0.1  #: Fisher damping lambda in (F + lambda I) (modular_rl / Spinning Up: 0.1)
+    backtrack_ratio: float = 0.5  #: step shrink factor per line-search try (Appendix C: 0.5)
+    max_backtracks: int = 10  #: line-search tries (Spinning Up: 10)
+    vf_lr: float = 1e-3  #: Adam learning rate of the value function (Spinning Up: 1e-3)
+    vf_epochs: int = 5  #: passes over the batch for the value function per update
+    vf_minibatches: int = 4  #: minibatches per value epoch
+    norm_adv: bool = True  #: whiten advantages (Engstrom et al. 2020)
+    hidden_sizes: Sequence[int] = (64, 64)  #: hidden widths of actor and critic
+    orthogonal_init: bool = True  #: orthogonal initialisation (nets.layer_init)
+
+    def __post_init__(self):
+        check_range("num_envs", self.num_envs, 1)
+        check_range("num_steps", self.num_steps, 1)
+        check_range("total_steps", self.total_steps, self.batch_size)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_range("max_kl", self.max_kl, 0.0, low_open=True)
+        check_range("cg_iters", self.cg_iters, 1)
+        check_range("cg_damping", self.cg_damping, 0.0)
+        check_range("backtrack_ratio", self.backtrack_ratio, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("max_backtracks", self.max_backtracks, 1)
+        check_range("vf_lr", self.vf_lr, 0.0, low_open=True)
+        check_range("vf_epochs", self.vf_epochs, 0)
+        check_range("vf_minibatches", self.vf_minibatches, 1, self.batch_size)
+        if len(self.hidden_sizes) == 0 or any(h < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes!r}")
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per update, ``num_envs * num_steps``."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // self.batch_size
+
+
+# --------------------------------------------------------------------------- objective
+def mean_kl(policy: ActorCritic, obs: Tensor, old_dist: Distribution) -> Tensor:
+    r"""Mean KL from the old to the current policy over the sampled states, exact over actions.
+
+    .. math:: \bar D_{KL}(\theta_{old}, \theta) = \frac1N \sum_{n}
+              KL\big(\pi_{old}(\cdot|s_n)\,\|\,\pi_\theta(\cdot|s_n)\big)
+
+    Source: TRPO paper (Schulman et al. 2015), eqs. 12 and 14.  Chapter 3, trust regions and TRPO.
+    ``old_dist`` is ``policy.dist(obs)`` taken under ``torch.no_grad()`` before the step.
+    """
+    return kl_divergence(old_dist, policy.dist(obs)).mean()
+
+
+# --------------------------------------------------------------------------- estimator
+def fisher_vector_product(policy: ActorCritic, obs: Tensor, vector: Tensor,
+                          damping: float = 0.1) -> Tensor:
+    r"""Damped Fisher-vector product :math:`(F + \lambda I)\,v` by double backpropagation.
+
+    :math:`F = \nabla^2_\theta \bar D_{KL}(\theta_{old}, \theta)\big|_{\theta=\theta_{old}}`,
+    the Hessian of the mean KL at the current parameters, which equals the Fisher information
+    :math:`\frac1N\sum_n \mathbb E_{a\sim\pi}[\nabla\log\pi(a|s_n)\nabla\log\pi(a|s_n)^\top]`
+    exactly (the expectation over actions is analytic, not sampled).  Computed without forming
+    F: :math:`F v = \nabla_\theta\big((\nabla_\theta \bar D_{KL})^\top v\big)`.
+    Source: TRPO paper (Schulman et al. 2015), Appendix C.1.  Chapter 3, trust regions and TRPO.
+
+    Args:
+        policy: the network; only ``policy.policy_parameters()`` are differentiated.
+        obs: (N, O) sampled states.
+        vector: (P,) flat vector over the policy parameters.
+        damping: :math:`\lambda \ge 0`, keeps CG stable where F is near singular.
+    Returns:
+        (P,) flat tensor.
+    """
+    params = policy.policy_parameters()
+    with torch.no_grad():
+        old_dist = policy.dist(obs)  # same parameters, no graph: the KL is 0 with gradient 0 here
+    kl = mean_kl(policy, obs, old_dist)
+    grads = torch.autograd.grad(kl, params, create_graph=True)
+    grad_v = torch.cat([g.reshape(-1) for g in grads]) @ vector  # scalar (grad KL)^T v
+    hvp = torch.autograd.grad(grad_v, params)
+    return torch.cat([h.reshape(-1) for h in hvp]) + damping * vector  # (P,)
+
+
+def conjugate_gradient(Avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10,
+                       tol: float = 1e-10) -> Tensor:
+    r"""Approximately solve :math:`A x = b` for symmetric positive-definite A given only
+    :math:`v \mapsto A v`.
+
+    Starting at :math:`x = 0`, residual :math:`r = b`, direction :math:`p = r`, repeat:
+    :math:`\alpha = r^\top r / p^\top A p`, :math:`x \leftarrow x + \alpha p`,
+    :math:`r \leftarrow r - \alpha A p`, :math:`p \leftarrow r + (r_{new}^\top r_{new}/r^\top r)\,p`;
+    stop after ``iters`` steps or when :math:`r^\top r <` ``tol``.  Exact after dim(b) steps in
+    exact arithmetic.  Source: Nocedal & Wright (2006), Algorithm 5.2; TRPO paper, Appendix C.
+    Chapter 3, trust regions and TRPO.
+    """
+    x = torch.zeros_like(b)  # (P,)
+    r = b.clone()  # (P,) residual b - A x
+    p = b.clone()  # (P,) search direction
+    rr = r @ r
+    for _ in range(iters):
+        if rr < tol:
+            break
+        Ap = Avp(p)  # (P,)
+        alpha = rr / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def natural_step_size(step_dir: Tensor, F_step_dir: Tensor, max_kl: float) -> Tensor:
+    r"""The scale :math:`\beta = \sqrt{2\delta / s^\top F s}` that puts :math:`\beta s` on the
+    boundary of the quadratic trust region :math:`\tfrac12 (\beta s)^\top F (\beta s) = \delta`.
+
+    Source: TRPO paper (Schulman et al. 2015), Appendix C.  Chapter 3, trust regions and TRPO.
+    """
+    return torch.sqrt(2.0 * max_kl / (step_dir @ F_step_dir).clamp_min(1e-12))
+
+
+def backtracking_line_search(evaluate: Callable[[Tensor], tuple[float, float]], x_old: Tensor,
+                             full_step: Tensor, max_kl: float, backtrack_ratio: float = 0.5,
+                             max_backtracks: int = 10) -> tuple[Tensor, int]:
+    r"""Shrink the step until the constraint holds and the objective improved.
+
+    Tries :math:`x = x_{old} + \rho^k\,\Delta` for :math:`k = 0, 1, \dots` and accepts the first
+    with :math:`\text{kl}(x) \le \delta` **and** :math:`\text{loss}(x) < \text{loss}(x_{old})`,
+    where ``evaluate(x)`` returns ``(loss, kl)`` (loss = negated surrogate).  If no try passes,
+    the parameters stay at ``x_old``: TRPO never takes a step outside the trust region.
+    Source: TRPO paper (Schulman et al. 2015), Appendix C ("we perform the line search ... the
+    constraint is satisfied and the surrogate improves").  Chapter 3, trust regions and TRPO.
+
+    Returns:
+        ``(x, k)``: the accepted parameters and the number of halvings used, or ``(x_old, -1)``.
+    """
+    loss_old, _ = evaluate(x_old)
+    for k in range(max_backtracks):
+        x = x_old + backtrack_ratio ** k * full_step  # (P,)
+        loss, kl = evaluate(x)
+        if kl <= max_kl and loss < loss_old:
+            return x, k
+    evaluate(x_old)  # leave the caller's parameters where they started
+    return x_old, -1
+
+
+# --------------------------------------------------------------------------- update step
+def _flat_params(params: list[Tensor]) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])  # (P,)
+
+
+@torch.no_grad()
+def _set_flat_params(params: list[Tensor], flat: Tensor) -> None:
+    i = 0
+    for p in params:
+        p.copy_(flat[i:i + p.numel()].view_as(p))
+        i += p.numel()
+
+
+@torch.no_grad()
+def _surrogate_and_kl(policy: ActorCritic, obs: Tensor, actions: Tensor, logp_old: Tensor,
+                      adv: Tensor, old_dist: Distribution, flat: Tensor) -> tuple[float, float]:
+    """Set the policy to ``flat`` and return ``(-L(theta), mean KL)`` for the line search."""
+    _set_flat_params(policy.policy_parameters(), flat)
+    d = policy.dist(obs)
+    loss = clipped_surrogate(d.log_prob(actions), logp_old, adv, None)  # -E[r A], eq. 14
+    return float(loss), float(kl_divergence(old_dist, d).mean())
+
+
+def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
+           config: TRPOConfig, *, update_index: int = 0) -> dict[str, float]:
+    """One TRPO update: GAE, a natural-gradient policy step with line search, value fitting.
+
+    ``optimizer`` updates the critic only (``agent.value_parameters()``).  Returns the
+    DESIGN.md metrics plus ``trpo/mean_kl`` (the exact mean KL the line search constrained),
+    ``trpo/backtracks`` (-1: step rejected) and ``trpo/step_size`` (beta).
+    """
+    adv = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
+              rollout.truncated, config.gamma, config.gae_lambda)  # (T, B)
+    ret = (adv + rollout.values).flatten()  # (N,) lambda-returns, the value targets
+    adv = adv.flatten()  # (N,)
+    if config.norm_adv:
+        adv = whiten(adv)  # (N,)
+    batch = rollout.flatten()
+    obs, actions, logp_old = batch["obs"], batch["actions"], batch["logp"]
+
+    # Policy: natural gradient direction by CG, scaled to the trust region, then line search.
+    params = agent.policy_parameters()
+    logp, _, _ = agent.evaluate(obs, actions)  # (N,)
+    loss = clipped_surrogate(logp, logp_old, adv, None)  # -L(theta), eq. 14 (no clipping)
+    check_finite(update_index, policy_loss=loss)
+    g = -_flat_params(torch.autograd.grad(loss, params))  # (P,) gradient of L
+    Fvp = partial(fisher_vector_product, agent, obs, damping=config.cg_damping)
+    step_dir = conjugate_gradient(Fvp, g, config.cg_iters)  # (P,) ~ F^-1 g
+    beta = natural_step_size(step_dir, Fvp(step_dir), config.max_kl)
+    with torch.no_grad():
+        old_dist = agent.dist(obs)
+    evaluate = partial(_surrogate_and_kl, agent, obs, actions, logp_old, adv, old_dist)
+    x_new, backtracks = backtracking_line_search(evaluate, _flat_params(params), beta * step_dir,
+                                                 config.max_kl, config.backtrack_ratio,
+                                                 config.max_backtracks)
+    policy_loss, kl_exact = evaluate(x_new)  # also leaves the policy at x_new
+
+    # Value function: Adam on 0.5 (V - R)^2 (GAE paper, Section 5, with Adam for the
+    # trust-region solver as in Spinning Up).
+    n = ret.shape[0]
+    mb = n // config.vf_minibatches
+    v_losses = []
+    for _ in range(config.vf_epochs):
+        perm = torch.randperm(n)
+        for start in range(0, mb * config.vf_minibatches, mb):
+            idx = perm[start:start + mb]
+            v_loss = value_loss(agent.value(obs[idx]), ret[idx])
+            check_finite(update_index, value_loss=v_loss)
+            optimizer.zero_grad(set_to_none=True)
+            v_loss.backward()
+            optimizer.step()
+            v_losses.append(v_loss.item())
+
+    metrics = policy_diagnostics(agent, obs, actions, logp_old, batch["values"], ret)
+    metrics.update({
+        "ppo/policy_loss": policy_loss,
+        "ppo/value_loss": sum(v_losses) / len(v_losses) if v_losses else math.nan,
+        "ppo/mean_advantage": float(adv.mean()),
+        "trpo/mean_kl": kl_exact,
+        "trpo/backtracks": float(backtracks),
+        "trpo/step_size": float(beta),
+    })
+    return metrics
+
+
+# --------------------------------------------------------------------------- training loop
+def train(config: TRPOConfig = TRPOConfig(), env=None, *, seed: int = 0, progress: bool = True,
+          stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
+    """Train TRPO; ``env=None`` is ``CartPole(config.num_envs, seed=seed)``.
+
+    Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
+    finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
+    """
+    start = time.perf_counter()  # the clock includes building the env and the network
+    env, obs, agent, history = start_training(config, env, seed)
+    optimizer = adam(agent.value_parameters(), config.vf_lr)
+    global_step = 0
+    for i in tqdm(range(1, config.num_updates + 1), desc="TRPO", disable=not progress):
+        t0, seen = time.perf_counter(), len(history.episodes["return"])
+        rollout, obs = collect(env, agent, obs, config.num_steps, history, global_step, start)
+        global_step += rollout.rewards.numel()
+        metrics = update(agent, optimizer, rollout, config, update_index=i)
+        sps = rollout.rewards.numel() / (time.perf_counter() - t0)
+        record_update(history, metrics, global_step, start, rollout, sps)
+        if stop_at_return is not None and return_reached(history, stop_at_return, seen):
+            break
+    return agent, history

@@ -1,0 +1,87 @@
+"""Plots: the right panels, titles, axis labels and lines, drawn with the Agg backend."""
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from minippo.history import History  # noqa: E402
+from minippo.plotting import dashboard, heatmap, plot_seeds  # noqa: E402
+
+
+def fake_history(seed=0, n=12):
+    h = History()
+    for i in range(n):
+        step = (i + 1) * 256
+        h.log_episodes(step, 0.1 * i, [20.0 + 10 * i + seed, 25.0 + 10 * i], [20 + 10 * i, 25 + 10 * i])
+        h.log_update({
+            "global_step": step, "time/elapsed": 0.1 * i,
+            "rollout/episodic_return": h.recent_return(),
+            "ppo/policy_loss": -0.01 * i, "ppo/value_loss": 10.0 / (i + 1),
+            "ppo/kl_divergence": 0.001 * (i % 4), "ppo/clip_fraction": 0.05 + 0.01 * seed,
+        })
+    return h
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_dashboard_panels_titles_and_labels():
+    fig = dashboard(fake_history(), target_kl=0.015, title="PPO on CartPole")
+    axes = fig.axes
+    titles = [ax.get_title() for ax in axes]
+    assert titles == ["Episodic return", "Policy loss", "Value loss", "KL divergence per update",
+                      "Clip fraction (ε = 0.2)", "Return std (last 20 episodes)"]
+    assert all(ax.get_xlabel() == "environment steps" for ax in axes)
+    assert all(ax.get_ylabel() for ax in axes)
+    kl = axes[3]
+    assert len(kl.lines) == 2  # the KL curve and the dashed target line
+    assert kl.lines[1].get_ydata()[0] == pytest.approx(0.015)
+    assert list(kl.lines[0].get_ydata()) == pytest.approx([0.001 * (i % 4) for i in range(12)])
+    assert fig._suptitle.get_text() == "PPO on CartPole"
+    assert len(axes[0].collections) == 1 and len(axes[0].lines) == 1  # episodes + rolling mean
+
+
+def test_dashboard_reads_target_from_config_and_handles_missing_metrics():
+    class Cfg:
+        target_kl = None
+        max_kl = 0.01
+
+    h = History(config=Cfg())
+    h.log_update({"global_step": 100, "time/elapsed": 0.0, "ppo/kl_divergence": 0.002})
+    fig = dashboard(h)
+    kl = fig.axes[3]
+    assert kl.lines[1].get_ydata()[0] == pytest.approx(0.01)
+    assert math.isnan(fig.axes[1].lines[0].get_ydata()[0])  # no policy loss logged: NaN, no crash
+
+
+def test_plot_seeds_one_line_and_band_per_run():
+    runs = {"clipped": [fake_history(s) for s in range(3)],
+            "unclipped": [fake_history(s + 5) for s in range(3)]}
+    ax = plot_seeds(runs, metric="ppo/clip_fraction")
+    assert ax.get_xlabel() == "environment steps"
+    assert ax.get_ylabel() == "ppo/clip_fraction"
+    assert "3 seeds" in ax.get_title()
+    assert len(ax.lines) >= 2
+    mean_line = ax.lines[0].get_ydata()
+    assert mean_line[0] == pytest.approx(0.06)  # mean of 0.05, 0.06, 0.07
+    assert len(ax.collections) >= 2  # one band per run
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["clipped", "unclipped"]
+
+
+def test_heatmap_pivots_and_averages():
+    frame = pd.DataFrame({"lr": [1e-3, 1e-3, 3e-3, 3e-3, 1e-3], "epochs": [4, 8, 4, 8, 4],
+                          "seconds": [1.0, 2.0, 3.0, 4.0, 3.0]})
+    ax = heatmap(frame, x="lr", y="epochs", value="seconds")
+    assert ax.get_xlabel() == "lr" and ax.get_ylabel() == "epochs"
+    assert ax.get_title() == "seconds (mean over runs)"
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == sorted(["2", "2", "3", "4"])  # (1e-3, 4) averages 1.0 and 3.0
