@@ -1,0 +1,350 @@
+"""The rendered book, built with warnings as errors and checked in a real, offline browser.
+
+A session fixture builds the book exactly as CI does (``jupyter-book build -W -n --keep-going``,
+executing every notebook; ``--all`` so that every page is re-read and every warning re-reported)
+unless ``_build/html`` already holds a successful build newer than every source file. The
+built HTML is served on 127.0.0.1 and driven with Debian's headless Chromium through Playwright
+(never ``playwright install``: that downloads a browser, and CI is offline). Every request that
+is not to 127.0.0.1 is aborted, so the checks see what a reader without network sees:
+
+- every page in the table of contents loads with no console error and no failed request;
+- every image has loaded; math is typeset by the vendored MathJax, with no TeX errors;
+- every solution starts collapsed, opens when clicked, and hides its code cells until then;
+- each chapter's Colab button opens that chapter's notebook from the configured repository.
+
+A screenshot of one chapter is saved to ``_build/screenshots/chapter.png`` for a person to look at.
+"""
+from __future__ import annotations
+
+import fcntl
+import functools
+import http.server
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "_build"
+HTML = BUILD / "html"
+MARKER = BUILD / ".book_build_ok"  # written after a build that succeeded with zero warnings
+SCREENSHOT = BUILD / "screenshots" / "chapter.png"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BUILD_COMMAND = ["jupyter-book", "build", "-W", "-n", "--keep-going", "--all", "."]
+BUILD_TIMEOUT_S = 3600
+
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+REPO_URL = CONFIG["repository"]["url"].rstrip("/")
+BRANCH = CONFIG["repository"].get("branch", "main")
+OWNER_REPO = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)(?:\.git)?", REPO_URL).group(1)
+
+
+def toc_docs() -> list[str]:
+    docs = [TOC["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                docs.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in TOC.get("parts", []):
+        walk(part.get("chapters"))
+    walk(TOC.get("chapters"))
+    return docs
+
+
+DOCS = toc_docs()
+CHAPTERS = [d for d in DOCS if d.startswith("chapters/")]
+PAGES_WITH_MATH = ["book/intro", "book/notation"]  # so the math check always checks something
+PAGES_WITH_SOLUTIONS = ["book/instructors"]  # its example exercise; chapters' are checked as they come
+SCREENSHOT_DOC = "chapters/04_ppo_clipped_objective"
+
+
+# ----------------------------------------------------------------------------- build
+def source_files() -> list[Path]:
+    """Everything the rendered book depends on: its sources and the package the notebooks run."""
+    files = [ROOT / "_config.yml", ROOT / "_toc.yml"]
+    for folder, pattern in [("book", "*"), ("chapters", "*.ipynb"), ("minippo", "*.py")]:
+        files += [p for p in (ROOT / folder).rglob(pattern)
+                  if p.is_file() and ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts]
+    return files
+
+
+def build_is_fresh() -> bool:
+    if not (MARKER.exists() and (HTML / "index.html").exists()):
+        return False
+    built = MARKER.stat().st_mtime
+    return all(p.stat().st_mtime < built for p in source_files())
+
+
+def sphinx_warnings(log: str) -> list[str]:
+    """Sphinx's warnings and errors in a build log (the kernel's own "[IPKernelApp] WARNING | ..."
+    lines on stderr are not Sphinx warnings)."""
+    log = re.sub(r"\x1b\[[0-9;]*m", "", log)
+    return [line for line in log.splitlines()
+            if re.search(r"(^|: )(WARNING|ERROR|CRITICAL|SEVERE):", line)]
+
+
+@pytest.fixture(scope="session")
+def built_book() -> Path:
+    """``_build/html``, built with zero warnings (or reused if fresh); one builder at a time."""
+    BUILD.mkdir(exist_ok=True)
+    with open(BUILD / ".book_build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several people may run the tests in one checkout
+        if not build_is_fresh():
+            MARKER.unlink(missing_ok=True)
+            started = time.time()
+            result = subprocess.run(BUILD_COMMAND, cwd=ROOT, capture_output=True, text=True,
+                                    timeout=BUILD_TIMEOUT_S)
+            log = result.stdout + "\n" + result.stderr
+            (BUILD / "book_build.log").write_text(log, encoding="utf-8")
+            warnings = sphinx_warnings(log)
+            assert result.returncode == 0 and not warnings, (
+                f"`{' '.join(BUILD_COMMAND)}` failed (exit {result.returncode}) with "
+                f"{len(warnings)} warning(s):\n" + "\n".join(warnings[:50])
+                + f"\n\nlast lines of the log (all in {BUILD / 'book_build.log'}):\n" + log[-4000:])
+            assert "build succeeded" in log
+            MARKER.write_text(f"built in {time.time() - started:.0f} s with zero warnings\n")
+    return HTML
+
+
+@pytest.fixture(scope="session")
+def server(built_book):
+    handler = functools.partial(QuietHandler, directory=str(built_book))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: `apt-get install chromium` (scripts/test.sh does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+class Visit:
+    """One page opened offline, with its console errors, failed and blocked requests."""
+
+    def __init__(self, browser, base: str, doc: str):
+        self.base = base
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                           service_workers="block")
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.blocked: list[str] = []
+        self.failed: list[str] = []
+        self.page.route("**/*", self._route)
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} ({r.failure})"))
+        self.page.on("response", lambda r: self.failed.append(f"{r.url} (HTTP {r.status})")
+                     if r.status >= 400 else None)
+        self.response = self.page.goto(f"{base}/{doc}.html", wait_until="load")
+        self.page.wait_for_load_state("networkidle")
+        self.wait_for_math()
+
+    def _route(self, route):
+        url = route.request.url
+        if url.startswith(self.base + "/") or url == self.base or url.startswith("data:") \
+                or url.startswith("blob:") or url == "about:blank":
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def wait_for_math(self):
+        self.page.evaluate("""async () => {
+            if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+                await MathJax.startup.promise;
+            }
+        }""")
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture(scope="session")
+def visited(browser, server):
+    """Pages opened once and shared by the read-only checks (opening a page takes a second)."""
+    cache: dict[str, Visit] = {}
+
+    def open_(doc):
+        if doc not in cache:
+            cache[doc] = Visit(browser, server, doc)
+        return cache[doc]
+
+    yield open_
+    for v in cache.values():
+        v.close()
+
+
+@pytest.fixture
+def visit(browser, server):
+    """A freshly opened page, for checks that click on it."""
+    opened = []
+
+    def open_(doc):
+        v = Visit(browser, server, doc)
+        opened.append(v)
+        return v
+
+    yield open_
+    for v in opened:
+        v.close()
+
+
+# ----------------------------------------------------------------------------- the build
+def test_build_has_zero_warnings(built_book):
+    assert MARKER.exists()
+    assert (built_book / "index.html").exists()
+    for doc in DOCS:
+        assert (built_book / f"{doc}.html").exists(), f"{doc} in _toc.yml was not built"
+
+
+def test_mathjax_is_vendored_and_configured(built_book):
+    assert CONFIG["sphinx"]["config"]["mathjax_path"] == "mathjax/tex-chtml-full.js"
+    assert (ROOT / "book" / "_static" / "mathjax" / "tex-chtml-full.js").exists()
+    fonts = list((built_book / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    assert len(fonts) >= 20
+    intro = (built_book / "book" / "intro.html").read_text(encoding="utf-8")
+    scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', intro, flags=re.I)
+    assert scripts and all(s.startswith("../_static/mathjax/") for s in scripts), scripts
+    assert "cdn.jsdelivr" not in intro and "unpkg.com/mathjax" not in intro
+
+
+# ----------------------------------------------------------------------------- every page
+@pytest.mark.parametrize("doc", DOCS)
+def test_page_loads_offline_without_errors(visited, doc):
+    v = visited(doc)
+    assert v.response is not None and v.response.ok, f"{doc}: HTTP {v.response and v.response.status}"
+    assert not v.errors, f"{doc}: console errors: {v.errors}"
+    assert not v.failed, f"{doc}: failed requests: {v.failed}"
+    assert not v.blocked, f"{doc}: the page tried to reach the network: {v.blocked}"
+    title = v.page.locator("main h1").first.inner_text()
+    assert title.strip(), f"{doc} has no title"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_image_has_loaded(visited, doc):
+    v = visited(doc)
+    broken = v.page.evaluate("""async () => {
+        const images = [...document.images];
+        images.forEach(img => { img.loading = 'eager'; });
+        await Promise.all(images.map(img => img.complete ? null : img.decode().catch(() => null)));
+        return images.filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src);
+    }""")
+    assert not broken, f"{doc}: images that did not load: {broken}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_math_is_typeset(visited, doc):
+    v = visited(doc)
+    n_math = v.page.locator(".math").count()
+    if doc in PAGES_WITH_MATH:
+        assert n_math > 0, f"{doc} should contain math"
+    if n_math == 0:
+        return
+    n_typeset = v.page.locator("mjx-container").count()
+    assert n_typeset >= n_math, f"{doc}: {n_math} math elements but {n_typeset} typeset by MathJax"
+    errors = v.page.locator("mjx-merror").all_inner_texts()
+    assert not errors, f"{doc}: MathJax could not typeset: {errors}"
+    # The TeX source is gone from the page: what the reader sees is typeset output.
+    raw = v.page.evaluate("""() => [...document.querySelectorAll('.math')]
+        .filter(el => !el.querySelector('mjx-container')).map(el => el.textContent.slice(0, 80))""")
+    assert not raw, f"{doc}: math left untypeset: {raw}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_solutions_start_collapsed_and_open_on_click(visited, visit, doc):
+    v = visited(doc)
+    page = v.page
+    solutions = page.locator("div.solution")
+    n = solutions.count()
+    if doc in PAGES_WITH_SOLUTIONS:
+        assert n > 0, f"{doc} should contain a solution"
+    # Code cells that belong to a solution are hidden until their solution is opened.
+    assert page.locator(".tag_solution").evaluate_all(
+        "els => els.filter(el => el.offsetParent !== null).length") == 0, (
+        f"{doc}: a cell tagged `solution` is visible before its solution is opened "
+        "(is it outside {solution-start} ... {solution-end}?)")
+    for i in range(n):
+        solution = solutions.nth(i)
+        body = solution.locator(":scope > section, :scope > :not(.admonition-title)").first
+        assert body.count() == 1, f"{doc}: solution {i} has no body"
+        assert not body.is_visible(), f"{doc}: solution {i} is not collapsed"
+        button = solution.locator("button.toggle-button").first
+        assert button.count() == 1, f"{doc}: solution {i} has no toggle button"
+    if n == 0:
+        return
+    v = visit(doc)  # a fresh copy of the page to click on
+    solutions = v.page.locator("div.solution")
+    for i in range(n):
+        solution = solutions.nth(i)
+        solution.locator("button.toggle-button").first.click()
+        body = solution.locator(":scope > section, :scope > :not(.admonition-title)").first
+        body.wait_for(state="visible", timeout=5000)
+    assert not v.errors, f"{doc}: console errors while opening solutions: {v.errors}"
+
+
+@pytest.mark.parametrize("doc", CHAPTERS)
+def test_colab_button_opens_this_chapter(visited, doc):
+    v = visited(doc)
+    hrefs = v.page.locator("a[href*='colab.research.google.com']").evaluate_all(
+        "els => els.map(el => el.getAttribute('href'))")
+    expected = f"https://colab.research.google.com/github/{OWNER_REPO}/blob/{BRANCH}/{doc}.ipynb"
+    assert hrefs, f"{doc}: no Colab launch button"
+    assert set(hrefs) == {expected}, f"{doc}: Colab links {hrefs}, expected {expected}"
+    assert (ROOT / f"{doc}.ipynb").exists()
+
+
+def test_bibliography_lists_the_references(visited):
+    v = visited("book/bibliography")
+    n_entries = v.page.locator(".citation, dl.citation > dt, div.citation").count()
+    bib = (ROOT / "book" / "references.bib").read_text(encoding="utf-8")
+    n_bib = len(re.findall(r"^@\w+\{", bib, flags=re.M))
+    assert n_entries >= n_bib - 1, f"{n_entries} entries shown, {n_bib} in references.bib"
+    assert "proximal policy optimization algorithms" in v.page.inner_text("main").lower()
+
+
+def test_no_python_warnings_in_rendered_outputs(built_book):
+    """A warning printed by a notebook (a deprecation, a missing optional package) is a blemish
+    on every reader's page; fix its cause rather than hide it."""
+    found = {}
+    for doc in CHAPTERS:
+        html = (built_book / f"{doc}.html").read_text(encoding="utf-8")
+        for block in re.findall(r'<div class="output stderr[^"]*">(.*?)</div>\s*</div>', html, flags=re.S):
+            text = re.sub(r"<[^>]+>", "", block)
+            hits = re.findall(r"\w*Warning: [^\n]*", text)
+            if hits:
+                found.setdefault(doc, []).extend(h[:160] for h in hits)
+    assert not found, f"Python warnings shown in the rendered book: {found}"
+
+
+def test_screenshot_of_a_chapter(visited):
+    v = visited(SCREENSHOT_DOC)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    v.page.screenshot(path=str(SCREENSHOT), full_page=False)
+    assert SCREENSHOT.stat().st_size > 10_000
