@@ -1,8 +1,32 @@
-"""minippo.lm: PPO for language models (chapters 6-9).
+"""minippo.lm: PPO for language models, from a tiny GPT to RLHF for code (chapters 6-9).
 
-A character-level tokenizer and a tiny causal GPT (``tokenizer``, ``model``) are the policy; the
-rest of the package is being written (issue 5).
+==================  ===========================================================================
+``tokenizer``       character tokenizer with distinct PAD, BOS, EOS
+``model``           tiny causal GPT with a zero-initialised value head; sampling, log-probs, masks
+``codetask``        the code-generation task: specs, unit tests, sloppy SFT corpus, held-out split
+``sandbox``         runs generated code in a separate, limited process
+``code_reward``     syntax / tests / quality reward (0.3 / 0.5 / 0.2) and the ``code/...`` metrics
+``sft``             supervised fine-tuning (warm-up + cosine), cached SFT models
+``reward_model``    Bradley-Terry reward model from preference pairs
+``rlhf``            RLHF-PPO: KL-penalised rewards, GAE with gamma = 1, clipped losses, KL control
+``alternatives``    RLOO, GRPO / Dr. GRPO, DPO
+``memory``          gradient accumulation and activation checkpointing, measured
+==================  ===========================================================================
+
+Shapes: B sequences, P prompt width (left-padded), R response width, L = P + R, V vocabulary,
+D hidden width.
 """
+from minippo.lm import tokenizer, model, sandbox, code_reward, codetask, sft, rlhf, reward_model, alternatives
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.lm.model import GPT, GPTConfig, Generation, generate, response_logprobs, response_mask
-from minippo.lm import tokenizer, model
+from minippo.lm.codetask import CodeSpec, CodeTask, CodeTaskConfig, CodeReward, make_task
+from minippo.lm.sft import SFTConfig, train_sft, pretrained_sft
+from minippo.lm.reward_model import (
+    PreferencePair, RewardModel, RewardModelConfig, RewardModelReward, bradley_terry_loss,
+    sample_preference_pairs, split_pairs, train_reward_model,
+)
+from minippo.lm.rlhf import RLHFConfig, kl_penalized_rewards, evaluate, train
+from minippo.lm.alternatives import (
+    DPOConfig, GRPOConfig, RLOOConfig, dpo_loss, group_advantages, leave_one_out_advantages,
+    train_dpo, train_grpo, train_rloo,
+)

@@ -75,12 +75,20 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """``x`` (B, L, D) holds the new positions; ``allowed`` (B, 1, L, S) says which of the S
+        key positions (cached ones first) each may see.  ``cache`` (generation only) keeps the
+        keys and values of earlier positions so that each new token costs one position's work."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)  # (B, L, D) each
         q = q.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
         k = k.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
         v = v.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
+        if cache is not None:
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)  # (B, nh, S, hd)
+                v = torch.cat([cache["v"], v], dim=2)  # (B, nh, S, hd)
+            cache["k"], cache["v"] = k, v
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
         )  # (B, nh, L, hd)
@@ -103,8 +111,8 @@ class Block(nn.Module):
             nn.Dropout(config.dropout),
         )
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), allowed)  # (B, L, D)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), allowed, cache)  # (B, L, D)
         return x + self.mlp(self.ln_2(x))  # (B, L, D)
 
 
@@ -146,38 +154,42 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def hidden(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               checkpoint: bool = False) -> torch.Tensor:
+               checkpoint: bool = False, cache: list | None = None) -> torch.Tensor:
         """Final hidden states ``(B, L, D)``.
 
         ``attention_mask`` (B, L) bool marks real tokens (default: all).  With ``checkpoint=True``
         each block's activations are recomputed in the backward pass instead of stored
         (``torch.utils.checkpoint``; chapter 8 measures the memory it saves).
+        ``cache`` (used by :func:`generate`): a list with one dict per block; ``idx`` then holds
+        only the positions not yet in the cache and ``attention_mask`` covers all positions.
         """
-        B, L = idx.shape
-        if L > self.config.block_size:
-            raise ValueError(f"sequence length {L} exceeds block_size {self.config.block_size}")
+        B, Lq = idx.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(idx, dtype=torch.bool)  # (B, L)
-        if attention_mask.shape != idx.shape:
+        L = attention_mask.shape[1]
+        if L > self.config.block_size:
+            raise ValueError(f"sequence length {L} exceeds block_size {self.config.block_size}")
+        if attention_mask.shape[0] != B or (cache is None and L != Lq):
             raise ValueError(f"shapes must match: idx {tuple(idx.shape)}, attention_mask {tuple(attention_mask.shape)}")
-        causal = torch.ones(L, L, dtype=torch.bool, device=idx.device).tril()  # (L, L)
+        causal = torch.ones(L, L, dtype=torch.bool, device=idx.device).tril()[L - Lq:]  # (Lq, L)
         # query i may see key j iff j <= i and j is a real token; every query sees itself, so a
         # padded row is never empty (its output is ignored anyway).
-        allowed = (causal & attention_mask[:, None, :]) | torch.eye(L, dtype=torch.bool, device=idx.device)  # (B, L, L)
-        allowed = allowed[:, None]  # (B, 1, L, L), broadcast over heads
-        x = self.tok_emb(idx) + self.pos_emb(sequence_positions(attention_mask))  # (B, L, D)
-        x = self.drop(x)
-        for block in self.blocks:
+        itself = torch.eye(L, dtype=torch.bool, device=idx.device)[L - Lq:]  # (Lq, L)
+        allowed = (causal & attention_mask[:, None, :]) | itself  # (B, Lq, L)
+        allowed = allowed[:, None]  # (B, 1, Lq, L), broadcast over heads
+        pos = sequence_positions(attention_mask)[:, L - Lq:]  # (B, Lq)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, Lq, D)
+        for i, block in enumerate(self.blocks):
             if checkpoint and torch.is_grad_enabled():
-                x = _checkpoint(block, x, allowed, use_reentrant=False)  # (B, L, D)
+                x = _checkpoint(block, x, allowed, use_reentrant=False)  # (B, Lq, D)
             else:
-                x = block(x, allowed)  # (B, L, D)
-        return self.ln_f(x)  # (B, L, D)
+                x = block(x, allowed, None if cache is None else cache[i])  # (B, Lq, D)
+        return self.ln_f(x)  # (B, Lq, D)
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                checkpoint: bool = False) -> torch.Tensor:
+                checkpoint: bool = False, cache: list | None = None) -> torch.Tensor:
         """Next-token logits ``(B, L, V)``."""
-        return self.lm_head(self.hidden(idx, attention_mask, checkpoint))  # (B, L, V)
+        return self.lm_head(self.hidden(idx, attention_mask, checkpoint, cache))  # (B, L, V)
 
     def forward_with_value(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
                            checkpoint: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,8 +263,10 @@ def generate(model: GPT, prompt: torch.Tensor, prompt_mask: torch.Tensor, max_ne
     mask = torch.cat([prompt_mask.bool(), torch.zeros(B, max_new_tokens, dtype=torch.bool)], dim=1)  # (B, L)
     logp = torch.zeros(B, max_new_tokens)  # (B, R)
     done = torch.zeros(B, dtype=torch.bool)  # (B,)
+    cache = [{} for _ in model.blocks]  # keys/values of positions already processed
     for t in range(max_new_tokens):
-        logits = model(tokens[:, : P + t], mask[:, : P + t])[:, -1]  # (B, V)
+        new = slice(0, P) if t == 0 else slice(P + t - 1, P + t)  # the prompt, then one token
+        logits = model(tokens[:, new], mask[:, : P + t], cache=cache)[:, -1]  # (B, V)
         if temperature > 0:
             logprobs = F.log_softmax(logits / temperature, dim=-1)  # (B, V)
             tok = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(1)  # (B,)
