@@ -540,3 +540,52 @@ def check_softmax_policy_gradient(fn: Callable, n_cases: int = 20) -> bool:
                       "weight row i by (r_i - b) and take the MEAN over the N samples; this is "
                       "the ascent direction, so no minus sign; an arm never pulled still gets "
                       "a nonzero component through -softmax(theta).")
+
+
+# =========================================================================== Chapter 5
+def _solved_at(returns: Tensor, window: int, threshold: float) -> int:
+    """Index of the first episode at which :meth:`History.solved_at` fires, or -1."""
+    from minippo.history import History
+
+    history = History()
+    for i, g in enumerate(returns.tolist()):
+        history.log_episodes(i, 0.0, [g], [1])  # global_step = episode index
+    hit = history.solved_at(threshold, window)
+    return -1 if hit is None else int(hit[0])
+
+
+def _cases_solved_at(i: int, gen: torch.Generator):
+    scenarios = ["never solved", "solved at the window-th episode", "fewer episodes than the window",
+                 "mean exactly at the threshold", "solved, then falls back (the first time counts)",
+                 "window = 1", "an early failure must leave the window first"]
+    what = scenarios[i] if i < len(scenarios) else "a random learning curve"
+    window = 1 if what == "window = 1" else int(torch.randint(3, 8, (), generator=gen))
+    threshold = float(torch.randint(300, 480, (), generator=gen))
+    n = int(torch.randint(window + 5, window + 30, (), generator=gen))
+    # a noisy rising curve of integer returns in [8, 500], like CartPole's
+    rise = torch.linspace(0.0, 1.0, n) ** 2 * 560 + 20 * torch.randn(n, generator=gen)
+    returns = rise.round().clamp(8, 500)  # (n,)
+    if what == "never solved":
+        returns = returns.clamp(max=threshold - 1)
+    elif what == "solved at the window-th episode":
+        returns = torch.full((n,), 500.0)
+    elif what == "fewer episodes than the window":
+        returns = torch.full((window - 1,), 500.0)
+    elif what == "mean exactly at the threshold":
+        returns = torch.cat([torch.full((n - window,), 10.0), torch.full((window,), threshold)])
+    elif what == "solved, then falls back (the first time counts)":
+        returns = torch.cat([torch.full((window,), 500.0), torch.full((n - window,), 9.0)])
+    elif what == "an early failure must leave the window first":
+        returns = torch.full((n,), 500.0)
+        returns[1] = 0.0
+    return what, {"returns": returns, "window": window, "threshold": threshold}
+
+
+def check_solved_at(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(returns, window, threshold) -> int``: the index of the first episode whose
+    trailing ``window`` returns have mean >= ``threshold`` (-1 if none), against
+    :meth:`minippo.history.History.solved_at`. Chapter 5, convergence."""
+    return check(fn, _solved_at, _cases_solved_at, n_cases, name="solved_at",
+                 hint="the window of episode i is episodes i - window + 1 .. i (inclusive); no "
+                      "verdict before `window` episodes have finished; >= not >; return the "
+                      "FIRST index, as a Python int, and -1 when it never happens.")
