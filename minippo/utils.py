@@ -73,6 +73,10 @@ def glue(name: str, value, display: bool = False) -> None:
     In the built book this is myst-nb's ``glue``; where myst-nb is missing (Colab) the value is
     printed instead, so prose never carries a typed-in number.
     """
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()  # numpy 2 scalars would otherwise break the glue role
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
