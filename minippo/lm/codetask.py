@@ -90,7 +90,7 @@ class _Family:
     hard: bool  # the mistake is more common than the correct body in the corpus
 
 
-_INTS = (0, None, 10, -4)  # None: the spec's own digit k (catches x >= k for x > k)
+_INTS = (0, None, 11, -4)  # None: the spec's own digit k (catches x >= k for x > k); 11 is odd (x / 2 != x // 2)
 _STRS = ("", "ab", "hello", "abcdefghij")
 
 #: family name -> arguments, reference and typical mistake (``{k}`` is the digit in the name).
