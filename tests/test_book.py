@@ -348,3 +348,111 @@ def test_screenshot_of_a_chapter(visited):
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     v.page.screenshot(path=str(SCREENSHOT), full_page=False)
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+# ----------------------------------------------------------------------------- reference pages
+#: Every configuration dataclass and the module that defines it; the hyperparameter page has a
+#: section for each.
+CONFIG_CLASSES = [
+    ("minippo.reinforce", "ReinforceConfig"), ("minippo.a2c", "A2CConfig"),
+    ("minippo.trpo", "TRPOConfig"), ("minippo.ppo", "PPOConfig"),
+    ("minippo.lm.model", "GPTConfig"), ("minippo.lm.codetask", "CodeTaskConfig"),
+    ("minippo.lm.sft", "SFTConfig"), ("minippo.lm.reward_model", "RewardModelConfig"),
+    ("minippo.lm.rlhf", "RLHFConfig"), ("minippo.lm.alternatives", "RLOOConfig"),
+    ("minippo.lm.alternatives", "GRPOConfig"), ("minippo.lm.alternatives", "DPOConfig"),
+]
+
+
+def hyperparameter_tables() -> dict[str, dict[str, str]]:
+    """``{config name: {field: default as written}}`` from book/hyperparameters.md."""
+    text = (ROOT / "book" / "hyperparameters.md").read_text(encoding="utf-8")
+    tables: dict[str, dict[str, str]] = {}
+    current = None
+    for line in text.splitlines():
+        heading = re.match(r"#{2,4}\s+`(\w+)`\s*$", line)
+        if heading:
+            current = tables.setdefault(heading.group(1), {})
+            continue
+        row = re.match(r"\|\s*`(\w+)`\s*\|\s*`([^`]*)`\s*\|", line)
+        if row and current is not None:
+            assert row.group(1) not in current, f"{row.group(1)} listed twice"
+            current[row.group(1)] = row.group(2)
+    return tables
+
+
+def written_default_matches(written: str, default) -> bool:
+    import ast
+    import dataclasses
+
+    if dataclasses.is_dataclass(default):
+        return written == f"{type(default).__name__}()" and default == type(default)()
+    try:
+        value = ast.literal_eval(written)
+    except (ValueError, SyntaxError):
+        return False
+    if isinstance(default, bool) or default is None or isinstance(value, bool):
+        return value is default
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple)) and tuple(value) == tuple(default)
+    return type(value) in (int, float) and value == default if isinstance(default, (int, float)) \
+        else value == default
+
+
+def suggested_row(field, default) -> str:
+    import dataclasses
+
+    shown = f"{type(default).__name__}()" if dataclasses.is_dataclass(default) else (
+        f"{default:_}" if isinstance(default, int) and not isinstance(default, bool) and abs(default) >= 10_000
+        else repr(default))
+    return f"| `{field.name}` | `{shown}` | ... | ... |"
+
+
+@pytest.mark.parametrize("module,name", CONFIG_CLASSES, ids=[n for _, n in CONFIG_CLASSES])
+def test_hyperparameter_page_matches_the_code(module, name):
+    """Every field of every config appears on book/hyperparameters.md with its actual default."""
+    import dataclasses
+    import importlib
+
+    cls = getattr(importlib.import_module(module), name)
+    tables = hyperparameter_tables()
+    assert name in tables, f"book/hyperparameters.md has no section ### `{name}`"
+    table = tables[name]
+    problems = []
+    for field in dataclasses.fields(cls):
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        if field.name not in table:
+            problems.append(f"missing field, add: {suggested_row(field, default)}")
+        elif not written_default_matches(table[field.name], default):
+            problems.append(f"{field.name}: page says `{table[field.name]}`, code says "
+                            f"{default!r}; fix: {suggested_row(field, default)}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    problems += [f"{extra}: on the page but not a field of {name}" for extra in table if extra not in names]
+    assert not problems, f"book/hyperparameters.md is out of date for {module}.{name}:\n" + "\n".join(problems)
+
+
+def test_hyperparameter_page_covers_every_config_class():
+    """A new config dataclass in minippo needs a section (and an entry in CONFIG_CLASSES)."""
+    found = set()
+    for path in (ROOT / "minippo").rglob("*.py"):
+        found |= set(re.findall(r"^@dataclass\(frozen=True\)\s*\nclass (\w+Config)\b",
+                                path.read_text(encoding="utf-8"), flags=re.M))
+    listed = {name for _, name in CONFIG_CLASSES}
+    assert found <= listed, f"config classes missing from the hyperparameter page: {sorted(found - listed)}"
+
+
+def test_metric_dictionary_lists_every_metric():
+    """Every metric name minippo logs ("group/name" keys in the package) is in the dictionary."""
+    page = (ROOT / "book" / "metrics.md").read_text(encoding="utf-8")
+    on_page = set(re.findall(r"`([a-z]+/[a-z_0-9]+)`", page))
+    logged = set()
+    for path in (ROOT / "minippo").rglob("*.py"):
+        logged |= set(re.findall(r"[\"']((?:rollout|time|ppo|rlhf|code|trpo|gen|grpo|rm|dpo|sft|rloo|a2c|reinforce)"
+                                 r"/[a-z_0-9]+)[\"']", path.read_text(encoding="utf-8")))
+    design = ["rollout/episodic_return", "rollout/episode_length", "ppo/policy_loss", "ppo/value_loss",
+              "ppo/entropy", "ppo/kl_divergence", "ppo/clip_fraction", "ppo/ratio_mean", "ppo/ratio_std",
+              "ppo/explained_variance", "ppo/value_pred_mean", "ppo/mean_advantage", "ppo/mean_reward",
+              "ppo/reward_std", "time/steps_per_second", "rlhf/kl_to_ref", "rlhf/kl_coef", "rlhf/score",
+              "rlhf/non_score_reward", "code/syntax_success_rate", "code/avg_test_pass_rate",
+              "code/quality_score"]
+    missing = sorted((logged | set(design)) - on_page)
+    assert not missing, f"book/metrics.md does not explain: {missing}"
