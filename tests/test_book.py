@@ -286,10 +286,11 @@ def test_solutions_start_collapsed_and_open_on_click(visited, visit, doc):
     if doc in PAGES_WITH_SOLUTIONS:
         assert n > 0, f"{doc} should contain a solution"
     # Code cells that belong to a solution are hidden until their solution is opened.
-    assert page.locator(".tag_solution").evaluate_all(
-        "els => els.filter(el => el.offsetParent !== null).length") == 0, (
-        f"{doc}: a cell tagged `solution` is visible before its solution is opened "
-        "(is it outside {solution-start} ... {solution-end}?)")
+    tagged = page.locator(".tag_solution")
+    visible = [i for i in range(tagged.count()) if tagged.nth(i).is_visible()]
+    assert not visible, (
+        f"{doc}: {len(visible)} cell(s) tagged `solution` visible before their solution is opened "
+        "(outside {solution-start} ... {solution-end}?)")
     for i in range(n):
         solution = solutions.nth(i)
         body = solution.locator(":scope > section, :scope > :not(.admonition-title)").first
