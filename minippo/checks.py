@@ -589,3 +589,70 @@ def check_solved_at(fn: Callable, n_cases: int = 20) -> bool:
                  hint="the window of episode i is episodes i - window + 1 .. i (inclusive); no "
                       "verdict before `window` episodes have finished; >= not >; return the "
                       "FIRST index, as a Python int, and -1 when it never happens.")
+
+
+# =========================================================================== Chapter 8
+def _code_reward(syntax: Tensor, tests: Tensor, quality: Tensor, violation: Tensor,
+                 finished: Tensor, weights: tuple, missing_eos_penalty: float) -> Tensor:
+    """The rule of :func:`minippo.lm.code_reward.code_rewards` on ``(B,)`` tensors."""
+    from minippo.lm.code_reward import composite_reward
+
+    total = composite_reward(syntax, tests, quality, weights)  # (B,)
+    total = torch.where(violation, torch.zeros_like(total), total)  # (B,)
+    return total - missing_eos_penalty * (~finished).to(total.dtype)  # (B,)
+
+
+def _cases_code_reward(i: int, gen: torch.Generator):
+    scenarios = ["a random batch", "every response finished, no violation",
+                 "a violation without EOS (penalty on top of the zero)",
+                 "weights (1, 0, 0): syntax only", "missing_eos_penalty = 0",
+                 "random weights and penalty"]
+    what = scenarios[i] if i < len(scenarios) else scenarios[0]
+    B = int(torch.randint(4, 13, (), generator=gen))
+    syntax = (torch.rand(B, generator=gen) < 0.8).float()  # (B,)
+    tests = torch.randint(0, 5, (B,), generator=gen).float() / 4 * syntax  # (B,) quarters, 0 if no parse
+    quality = torch.rand(B, generator=gen) * syntax  # (B,)
+    violation = (torch.rand(B, generator=gen) < 0.2) & syntax.bool()  # (B,) only programs that ran
+    finished = torch.rand(B, generator=gen) < 0.8  # (B,)
+    weights, penalty = (0.3, 0.5, 0.2), 1.0
+    if what == "every response finished, no violation":
+        violation, finished = torch.zeros_like(violation), torch.ones_like(finished)
+    elif what == "a violation without EOS (penalty on top of the zero)":
+        violation[0], finished[0], syntax[0] = True, False, 1.0
+    elif what == "weights (1, 0, 0): syntax only":
+        weights = (1.0, 0.0, 0.0)
+    elif what == "missing_eos_penalty = 0":
+        penalty = 0.0
+    elif what == "random weights and penalty":
+        w = torch.rand(3, generator=gen)
+        weights = tuple(round(float(x), 3) for x in w / w.sum())
+        penalty = round(2 * float(torch.rand((), generator=gen)), 3)
+    return what, {"syntax": syntax, "tests": tests, "quality": quality, "violation": violation,
+                  "finished": finished, "weights": weights, "missing_eos_penalty": penalty}
+
+
+def check_code_reward(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(syntax, tests, quality, violation, finished, weights, missing_eos_penalty) -> (B,)``,
+    the composite code reward (weighted parts, 0 where the sandbox stopped or refused the
+    program, minus the penalty where the response has no EOS), against the rule of
+    :func:`minippo.lm.code_reward.code_rewards`. Chapter 8, the reward."""
+    return check(fn, _code_reward, _cases_code_reward, n_cases, name="code_reward",
+                 hint="w_s * syntax + w_t * tests + w_q * quality; a violation REPLACES that sum "
+                      "by 0 (torch.where), it does not subtract from it; the EOS penalty is "
+                      "subtracted where finished is False, violation or not.")
+
+
+def _clipped_tokens(logp: Tensor, logp_old: Tensor, adv: Tensor, clip_eps: float) -> Tensor:
+    """True where :func:`minippo.objectives.clipped_surrogate` has zero gradient (autograd)."""
+    _, grad = _loss_and_grad(_obj.clipped_surrogate, logp, logp_old, adv, clip_eps)
+    return grad == 0  # (N,)
+
+
+def check_clipped_tokens(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(logp, logp_old, adv, clip_eps) -> bool tensor``: the tokens whose gradient the
+    clip removes, against the autograd gradient of :func:`minippo.objectives.clipped_surrogate`.
+    Chapter 8, one PPO batch step by step."""
+    return check(fn, _clipped_tokens, _cases_surrogate, n_cases, name="clipped_tokens",
+                 hint="ratio = exp(logp - logp_old); silenced where ratio > 1 + eps AND adv > 0, "
+                      "or ratio < 1 - eps AND adv < 0; a ratio outside the range against its "
+                      "advantage keeps its gradient; return a bool tensor of logp's shape.")
