@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from book_toc import CONFIG, ROOT, toc_files
+
 BUILD = ROOT / "_build"
 HTML = BUILD / "html"
 MARKER = BUILD / ".book_build_ok"  # written after a build that succeeded with zero warnings
@@ -39,29 +39,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 BUILD_COMMAND = ["jupyter-book", "build", "-W", "-n", "--keep-going", "--all", "."]
 BUILD_TIMEOUT_S = 3600
 
-CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
 REPO_URL = CONFIG["repository"]["url"].rstrip("/")
 BRANCH = CONFIG["repository"].get("branch", "main")
 OWNER_REPO = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)(?:\.git)?", REPO_URL).group(1)
 
 
-def toc_docs() -> list[str]:
-    docs = [TOC["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                docs.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in TOC.get("parts", []):
-        walk(part.get("chapters"))
-    walk(TOC.get("chapters"))
-    return docs
-
-
-DOCS = toc_docs()
+DOCS = toc_files()
 CHAPTERS = [d for d in DOCS if d.startswith("chapters/")]
 PAGES_WITH_MATH = ["book/intro", "book/notation"]  # so the math check always checks something
 PAGES_WITH_SOLUTIONS = ["book/instructors"]  # its example exercise; chapters' are checked as they come

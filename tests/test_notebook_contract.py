@@ -17,11 +17,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+from book_toc import CONFIG, ROOT, TOC, toc_files
+
 REPO_URL = CONFIG["repository"]["url"]
 
 CHAPTERS = [
@@ -42,22 +40,6 @@ KNOWN_TAGS = {
     "nbval-check-output",
 }
 SOLUTION_DIRECTIVE = re.compile(r"^\s*(```+|:::+)\s*\{solution(-start|-end)?\}", re.M)
-
-
-def toc_files(toc: dict) -> list[str]:
-    """Every ``file:`` of the table of contents, in reading order (root first)."""
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
 
 
 def code_cells(nb):
