@@ -13,20 +13,28 @@
 ``memory``          gradient accumulation and activation checkpointing, measured
 ==================  ===========================================================================
 
+Training loops return ``(model, history)`` and fine-tune the model they are given *in place*
+(pass ``copy.deepcopy(sft_model)`` to keep the SFT model): ``sft.train_sft``,
+``reward_model.train_reward_model``, ``rlhf.train`` (RLHF-PPO), ``alternatives.train_grpo`` /
+``train_rloo`` / ``train_dpo``.
+
 Shapes: B sequences, P prompt width (left-padded), R response width, L = P + R, V vocabulary,
 D hidden width.
 """
-from minippo.lm import tokenizer, model, sandbox, code_reward, codetask, sft, rlhf, reward_model, alternatives
+from minippo.lm import (  # noqa: F401  (the modules, for mp.lm.rlhf.train etc.)
+    alternatives, code_reward, codetask, memory, model, reward_model, rlhf, sandbox, sft, tokenizer,
+)
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.lm.model import GPT, GPTConfig, Generation, generate, response_logprobs, response_mask
-from minippo.lm.codetask import CodeSpec, CodeTask, CodeTaskConfig, CodeReward, make_task
+from minippo.lm.codetask import CodeSpec, CodeTask, CodeTaskConfig, CodeReward, body_kind, make_task
 from minippo.lm.sft import SFTConfig, train_sft, pretrained_sft
 from minippo.lm.reward_model import (
     PreferencePair, RewardModel, RewardModelConfig, RewardModelReward, bradley_terry_loss,
     sample_preference_pairs, split_pairs, train_reward_model,
 )
-from minippo.lm.rlhf import RLHFConfig, kl_penalized_rewards, evaluate, train
+from minippo.lm.rlhf import RLHFConfig, kl_penalized_rewards, evaluate, make_rollout, sample_responses
 from minippo.lm.alternatives import (
     DPOConfig, GRPOConfig, RLOOConfig, dpo_loss, group_advantages, leave_one_out_advantages,
     train_dpo, train_grpo, train_rloo,
 )
+from minippo.lm.memory import accumulate_gradients, checkpointing_report

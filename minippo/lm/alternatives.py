@@ -44,6 +44,7 @@ from minippo.history import History
 from minippo.lm.model import GPT, response_logprobs
 from minippo.lm.reward_model import PreferencePair
 from minippo.lm.rlhf import RewardFn, generation_stats, sample_responses
+from minippo.lm.sft import check_training_fields
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.objectives import (
     clip_fraction,
@@ -159,15 +160,8 @@ class DPOConfig:
     max_grad_norm: float | None = 1.0  #: global gradient-norm clip; None = off
 
     def __post_init__(self):
-        check_range("steps", self.steps, 1)
-        check_range("batch_size", self.batch_size, 1)
+        check_training_fields(self)
         check_range("beta", self.beta, 0.0, low_open=True)
-        check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
-        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
-            raise ValueError(f"warmup_steps must be an int in [0, {self.steps}), got {self.warmup_steps!r}")
-        check_range("min_learning_rate", self.min_learning_rate, 0.0, self.learning_rate)
-        if self.max_grad_norm is not None:
-            check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
 
 
 # --------------------------------------------------------------------------- advantages
@@ -211,18 +205,20 @@ def _groups(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- sampling in groups
 @torch.no_grad()
-def _group_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenizer: CharTokenizer, reward_fn: RewardFn,
-                   config, generator: torch.Generator):
+def _group_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenizer: CharTokenizer,
+                   reward_fn: RewardFn, config, generator: torch.Generator):
     """Draw ``prompts_per_batch`` prompts, sample ``group_size`` responses each, score them and
     compute log-probs under the sampling policy and the reference."""
     pick = torch.randint(len(prompts), (config.prompts_per_batch,), generator=generator).tolist()
     batch_prompts = [prompts[i] for i in pick for _ in range(config.group_size)]  # groups are contiguous
-    gen, texts = sample_responses(policy, batch_prompts, tokenizer, config.max_new_tokens, config.temperature, generator)
+    gen, texts = sample_responses(policy, batch_prompts, tokenizer, config.max_new_tokens, config.temperature,
+                                  generator)
     score, metrics = reward_fn(batch_prompts, texts, gen.finished)
     score = torch.as_tensor(score, dtype=torch.float32)  # (B,)
     policy.eval()
-    logp, _, _ = response_logprobs(policy, gen.tokens, gen.attention_mask, gen.prompt_len, config.temperature)  # (B, R)
-    logp_ref, _, _ = response_logprobs(reference, gen.tokens, gen.attention_mask, gen.prompt_len, config.temperature)
+    args = (gen.tokens, gen.attention_mask, gen.prompt_len, config.temperature)
+    logp, _, _ = response_logprobs(policy, *args)  # (B, R)
+    logp_ref, _, _ = response_logprobs(reference, *args)  # (B, R)
     m = gen.response_mask  # (B, R)
     kl = kl_k1(logp, logp_ref) * m  # (B, R)
     metrics = {
@@ -235,6 +231,15 @@ def _group_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenize
         **metrics,
     }
     return gen, score, logp, logp_ref, kl, metrics
+
+
+def _start(policy: GPT, reference: GPT | None, learning_rate: float, seed: int, tokenizer: CharTokenizer | None):
+    """Seed, freeze the reference (default: a copy of the policy), build the optimizer and the generator."""
+    set_seed(seed)
+    reference = reference if reference is not None else copy.deepcopy(policy)
+    reference.eval().requires_grad_(False)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate, eps=1e-5)
+    return tokenizer or CharTokenizer(), reference, optimizer, torch.Generator().manual_seed(seed)
 
 
 def _set_lr(optimizer, lr: float) -> None:
@@ -282,13 +287,8 @@ def train_grpo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
     Same history layout as :func:`minippo.lm.rlhf.train` (``rlhf/...``, ``gen/...``,
     ``ppo/kl_divergence``, ``ppo/clip_fraction``, reward metrics, ``time/...``).
     """
-    tokenizer = tokenizer or CharTokenizer()
-    set_seed(seed)
+    tokenizer, reference, optimizer, gen_rng = _start(policy, reference, config.learning_rate, seed, tokenizer)
     prompts = list(prompts)
-    reference = reference if reference is not None else copy.deepcopy(policy)
-    reference.eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
-    gen_rng = torch.Generator().manual_seed(seed)
     history, start, global_step = History(config=config), time.perf_counter(), 0
     mb = config.batch_size // config.num_minibatches
     for it in tqdm(range(config.iterations), desc="GRPO", disable=not progress):
@@ -322,7 +322,8 @@ def train_grpo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
                             "ppo/kl_divergence": sum(s[1] for s in stats) / len(stats),
                             "ppo/clip_fraction": sum(s[2] for s in stats) / len(stats),
                             "ppo/mean_reward": float(score.mean()), "ppo/reward_std": float(score.std()),
-                            "grpo/zero_std_groups": float((_groups(score, config.group_size).std(dim=1) == 0).float().mean()),
+                            "grpo/zero_std_groups": float((_groups(score, config.group_size).std(dim=1) == 0)
+                                                          .float().mean()),
                             "time/steps_per_second": global_step / elapsed})
     return policy, history
 
@@ -337,18 +338,14 @@ def train_rloo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
     the response); the loss is ``policy_gradient_loss(log pi(y_i|x), A_i)`` with the response's
     log-probability summed over its tokens.  Same history layout as :func:`train_grpo`.
     """
-    tokenizer = tokenizer or CharTokenizer()
-    set_seed(seed)
+    tokenizer, reference, optimizer, gen_rng = _start(policy, reference, config.learning_rate, seed, tokenizer)
     prompts = list(prompts)
-    reference = reference if reference is not None else copy.deepcopy(policy)
-    reference.eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
-    gen_rng = torch.Generator().manual_seed(seed)
     history, start, global_step = History(config=config), time.perf_counter(), 0
     for it in tqdm(range(config.iterations), desc="RLOO", disable=not progress):
         _set_lr(optimizer, warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
                                          config.min_learning_rate))
-        gen, score, _, _, kl, metrics = _group_rollout(policy, reference, prompts, tokenizer, reward_fn, config, gen_rng)
+        gen, score, _, _, kl, metrics = _group_rollout(policy, reference, prompts, tokenizer, reward_fn, config,
+                                                       gen_rng)
         ret = score - config.kl_coef * kl.sum(dim=1)  # (B,)
         adv = leave_one_out_advantages(ret, config.group_size)  # (B,)
         policy.train()
@@ -382,7 +379,8 @@ def prompt_response_batch(tokenizer: CharTokenizer, prompts: Sequence[str], resp
 
 def sequence_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
                       response_mask: torch.Tensor) -> torch.Tensor:
-    """:math:`\\log\\pi(y|x) = \\sum_t \\log\\pi(y_t|x, y_{<t})` over the response tokens (EOS included), ``(B,)``."""
+    """:math:`\\log\\pi(y|x) = \\sum_t \\log\\pi(y_t|x, y_{<t})` over the response tokens (EOS included),
+    ``(B,)``."""
     logp, _, _ = response_logprobs(model, tokens, attention_mask, prompt_len)  # (B, R)
     return (logp * response_mask).sum(dim=1)  # (B,)
 
@@ -401,9 +399,11 @@ def dpo_loss(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen:
     return -F.logsigmoid(r_w - r_l).mean(), r_w.detach(), r_l.detach()
 
 
-def _pair_logps(model: GPT, tokenizer: CharTokenizer, pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_logps(model: GPT, tokenizer: CharTokenizer, pairs: Sequence[PreferencePair]):
+    """Sequence log-probs ``(chosen (b,), rejected (b,))`` from one batch."""
     prompts = [p.prompt for p in pairs] * 2
-    tokens, attn, P, rmask = prompt_response_batch(tokenizer, prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    tokens, attn, P, rmask = prompt_response_batch(tokenizer, prompts, responses)
     lp = sequence_logprobs(model, tokens, attn, P, rmask)  # (2b,)
     return lp[: len(pairs)], lp[len(pairs):]
 
@@ -418,12 +418,7 @@ def train_dpo(policy: GPT, pairs: Sequence[PreferencePair], config: DPOConfig = 
     """
     if not pairs:
         raise ValueError("pairs must not be empty")
-    tokenizer = tokenizer or CharTokenizer()
-    set_seed(seed)
-    reference = reference if reference is not None else copy.deepcopy(policy)
-    reference.eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
-    gen = torch.Generator().manual_seed(seed)
+    tokenizer, reference, optimizer, gen = _start(policy, reference, config.learning_rate, seed, tokenizer)
     history, start = History(config=config), time.perf_counter()
     policy.train()
     for step in tqdm(range(config.steps), desc="DPO", disable=not progress):
@@ -436,8 +431,9 @@ def train_dpo(policy: GPT, pairs: Sequence[PreferencePair], config: DPOConfig = 
         loss, r_w, r_l = dpo_loss(lp_w, lp_l, ref_w, ref_l, config.beta)
         check_finite(step, dpo_loss=loss)
         _step(policy, optimizer, loss, config.max_grad_norm)
-        history.log_update({"global_step": (step + 1) * config.batch_size, "time/elapsed": time.perf_counter() - start,
-                            "dpo/loss": loss.item(), "dpo/accuracy": float((r_w > r_l).float().mean()),
+        history.log_update({"global_step": (step + 1) * config.batch_size,
+                            "time/elapsed": time.perf_counter() - start, "dpo/loss": loss.item(),
+                            "dpo/accuracy": float((r_w > r_l).float().mean()),
                             "dpo/chosen_reward": float(r_w.mean()), "dpo/rejected_reward": float(r_l.mean()),
                             "dpo/margin": float((r_w - r_l).mean()), "dpo/learning_rate": lr})
     policy.eval()

@@ -13,8 +13,10 @@ programmer: per spec it mixes correct bodies, the family's *typical mistake* (``
 the identity) and broken bodies (syntax errors).  A model trained on it samples each kind about
 as often as the corpus shows it, so after SFT roughly 85% of samples parse and 40-50% pass the
 tests (the source material's starting point was "syntax 85%, tests 70%").  In the *hard*
-families (``sub``, ``div``, ``last``) the mistake is more frequent than the correct body, so
-even greedy decoding is wrong there.  The reward separates the kinds; RL moves the probability.
+families (``sub``, ``div``, ``last``) the mistake is more than twice as frequent as the correct
+body, so even greedy decoding is wrong there (elsewhere greedy decoding is mostly right: the
+most likely first character is shared by several kinds of body).  The reward separates the
+kinds; RL moves the probability.
 
 Generalisation.  Some ``(family, digit)`` pairs are held out of the corpus (:func:`split_specs`);
 every family and every digit still appears in training, so the held-out specs test whether the
@@ -56,11 +58,12 @@ __all__ = [
 class CodeTaskConfig:
     """How the specs, the held-out split and the sloppy SFT corpus are built."""
 
-    families: tuple = ("add", "sub", "mul", "div", "mod", "gt", "lt", "first", "last", "rep")  #: spec families (keys of FAMILIES)
+    #: spec families (keys of FAMILIES)
+    families: tuple = ("add", "sub", "mul", "div", "mod", "gt", "lt", "first", "last", "rep")
     heldout_every: int = 5  #: (family index + k) % heldout_every == 0 -> held out; 0 = none held out
     samples_per_spec: int = 16  #: SFT examples per training spec
-    p_correct: float = 0.45  #: corpus share of correct bodies (swapped with p_mistake in hard families)
-    p_mistake: float = 0.25  #: share of the family's typical mistake (wrong but valid)
+    p_correct: float = 0.5  #: corpus share of correct bodies (swapped with p_mistake in hard families)
+    p_mistake: float = 0.2  #: share of the family's typical mistake (wrong but valid)
     p_other_wrong: float = 0.15  #: share of other wrong-but-valid bodies (off by one, constant, identity)
     p_broken: float = 0.15  #: share of syntax errors; the four shares must sum to 1
     weak_tests: bool = False  #: reward-hacking variant: one visible test, the rest hidden

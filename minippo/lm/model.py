@@ -170,7 +170,8 @@ class GPT(nn.Module):
         if L > self.config.block_size:
             raise ValueError(f"sequence length {L} exceeds block_size {self.config.block_size}")
         if attention_mask.shape[0] != B or (cache is None and L != Lq):
-            raise ValueError(f"shapes must match: idx {tuple(idx.shape)}, attention_mask {tuple(attention_mask.shape)}")
+            raise ValueError(f"shapes must match: idx {tuple(idx.shape)}, "
+                             f"attention_mask {tuple(attention_mask.shape)}")
         causal = torch.ones(L, L, dtype=torch.bool, device=idx.device).tril()[L - Lq:]  # (Lq, L)
         # query i may see key j iff j <= i and j is a real token; every query sees itself, so a
         # padded row is never empty (its output is ignored anyway).
@@ -255,7 +256,8 @@ def generate(model: GPT, prompt: torch.Tensor, prompt_mask: torch.Tensor, max_ne
     check_range("temperature", temperature, 0.0)
     check_range("max_new_tokens", max_new_tokens, 1)
     if prompt.shape != prompt_mask.shape:
-        raise ValueError(f"shapes must match: prompt {tuple(prompt.shape)}, prompt_mask {tuple(prompt_mask.shape)}")
+        raise ValueError(f"shapes must match: prompt {tuple(prompt.shape)}, "
+                         f"prompt_mask {tuple(prompt_mask.shape)}")
     was_training = model.training
     model.eval()
     B, P = prompt.shape

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from minippo.history import History
 from minippo.lm.model import GPT
 from minippo.lm.rlhf import sample_responses
+from minippo.lm.sft import check_training_fields
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.schedules import warmup_cosine
 from minippo.utils import check_finite, check_range, set_seed
@@ -67,14 +68,7 @@ class RewardModelConfig:
     max_grad_norm: float = 1.0  #: global gradient-norm clip
 
     def __post_init__(self):
-        check_range("steps", self.steps, 1)
-        check_range("batch_size", self.batch_size, 1)
-        check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
-        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
-            raise ValueError(f"warmup_steps must be an int in [0, {self.steps}), got {self.warmup_steps!r}")
-        check_range("min_learning_rate", self.min_learning_rate, 0.0, self.learning_rate)
-        check_range("weight_decay", self.weight_decay, 0.0)
-        check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        check_training_fields(self)
 
 
 @dataclass(frozen=True)
@@ -110,7 +104,8 @@ def make_preference_pairs(prompts: Sequence[str], responses: Sequence[str], scor
 
 
 @torch.no_grad()
-def sample_preference_pairs(policy: GPT, prompts: Sequence[str], reward_fn, tokenizer: CharTokenizer | None = None, *,
+def sample_preference_pairs(policy: GPT, prompts: Sequence[str], reward_fn,
+                            tokenizer: CharTokenizer | None = None, *,
                             samples_per_prompt: int = 8, max_new_tokens: int = 24, temperature: float = 1.0,
                             seed: int = 0, **pair_kwargs) -> list[PreferencePair]:
     """Sample ``samples_per_prompt`` finished responses per prompt from ``policy``, score them with
@@ -144,7 +139,8 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
     (2020), eq. 1.  Chapter 7, reward models and over-optimisation.
     """
     if r_chosen.shape != r_rejected.shape:
-        raise ValueError(f"shapes must match: r_chosen {tuple(r_chosen.shape)}, r_rejected {tuple(r_rejected.shape)}")
+        raise ValueError(f"shapes must match: r_chosen {tuple(r_chosen.shape)}, "
+                         f"r_rejected {tuple(r_rejected.shape)}")
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
@@ -153,7 +149,8 @@ def encode_responses(tokenizer: CharTokenizer, prompts: Sequence[str], responses
     """Right-padded ``BOS + prompt + response (+ EOS if finished)`` rows and the index of each
     row's last real token (its EOS): ``(tokens (B, L), attention_mask (B, L), last (B,))``."""
     finished = [True] * len(prompts) if finished is None else [bool(f) for f in finished]
-    rows = [tokenizer.encode(p, bos=True) + tokenizer.encode(r, eos=f) for p, r, f in zip(prompts, responses, finished)]
+    rows = [tokenizer.encode(p, bos=True) + tokenizer.encode(r, eos=f)
+            for p, r, f in zip(prompts, responses, finished)]
     tokens, mask = tokenizer.pad_right(rows)  # (B, L)
     return tokens, mask, mask.long().sum(dim=1) - 1
 
@@ -201,7 +198,8 @@ def _pair_batch(tokenizer: CharTokenizer, pairs: Sequence[PreferencePair]):
 
 
 @torch.no_grad()
-def pair_accuracy(rm: RewardModel, pairs: Sequence[PreferencePair], tokenizer: CharTokenizer | None = None) -> float:
+def pair_accuracy(rm: RewardModel, pairs: Sequence[PreferencePair],
+                  tokenizer: CharTokenizer | None = None) -> float:
     """Fraction of pairs in which the reward model scores ``chosen`` above ``rejected``."""
     if not pairs:
         return float("nan")
@@ -243,12 +241,14 @@ def train_reward_model(pairs: Sequence[PreferencePair], init: GPT, config: Rewar
         loss.backward()
         torch.nn.utils.clip_grad_norm_(rm.parameters(), config.max_grad_norm)
         opt.step()
-        history.log_update({"global_step": (step + 1) * config.batch_size, "time/elapsed": time.perf_counter() - start,
-                            "rm/loss": loss.item(), "rm/accuracy": float((r_w > r_l).float().mean()),
+        history.log_update({"global_step": (step + 1) * config.batch_size,
+                            "time/elapsed": time.perf_counter() - start, "rm/loss": loss.item(),
+                            "rm/accuracy": float((r_w > r_l).float().mean()),
                             "rm/learning_rate": lr})
     rm.eval()
     rm.normalise(*_pair_batch(tokenizer, pairs))
-    history.updates.setdefault("rm/heldout_accuracy", [float("nan")] * len(history))[-1] = pair_accuracy(rm, heldout, tokenizer)
+    column = history.updates.setdefault("rm/heldout_accuracy", [float("nan")] * len(history))
+    column[-1] = pair_accuracy(rm, heldout, tokenizer)
     return rm, history
 
 

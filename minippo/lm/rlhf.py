@@ -12,8 +12,8 @@ implements it, every token also pays a KL penalty to the frozen SFT *reference* 
 (:func:`kl_penalized_rewards`; the bracket is the score added at the EOS token, index ``T``).
 The return of the whole response is then ``s - beta * k1-KL(policy || reference)``.  From there on
 it is the PPO of chapters 4-5, reused, not rewritten (STYLE.md #10): GAE with ``gamma = 1``
-(``minippo.advantages.gae`` with ``time_dim=1`` and the response mask), reward and advantage
-whitening (``minippo.advantages.whiten``), the clipped surrogate and clipped value loss
+(``minippo.advantages.gae`` with ``time_dim=1`` and the response mask), advantage (and,
+optionally, reward) whitening (``minippo.advantages.whiten``), the clipped surrogate and clipped value loss
 (``minippo.objectives``), early stopping when the KL between old and new policy passes
 ``target_kl``, Ziegler's adaptive KL controller (``minippo.schedules.AdaptiveKLController``) and
 a warm-up + cosine learning rate (``minippo.schedules.warmup_cosine``).
@@ -23,9 +23,13 @@ zero, and with ``V = 0`` and ``lambda < 1`` a token ``l`` steps before EOS is cr
 ``lambda^l`` of the score, so after advantage whitening the *early* tokens of every response
 (``"    return "``) look bad and short responses look good; the first updates then wreck the
 policy.  With ``lambda = 1`` every token of a response gets its return minus the baseline.
-``separate_critic = True``: with a shared trunk, the value loss (targets of size ~5 after reward
-whitening) moves the features the policy reads; on the code task the shared head gained fewer
-points of pass rate at about twice the KL to the reference (``separate_critic=False`` shows it).
+``separate_critic = True``: with a shared trunk, the value loss moves the features the policy
+reads; on the code task the shared head gained fewer points of pass rate at about twice the KL
+to the reference (``separate_critic=False`` shows it).  Reward whitening is available
+(``whiten_rewards=True``, TRL's option) but off, as in TRL: it scales the sparse per-token
+rewards by about 5, so the value targets grow to ~5 while the clipped value loss lets the critic
+move only ``clip_value_eps`` per update; with the critic lagging, runs without a KL penalty
+drifted to degenerate answers (measured on the code task).
 
 Masks.  Only response tokens up to and including the first EOS are actions: they alone get a
 reward, a value loss and a policy loss; the PAD tokens after EOS get nothing (tests check it).
@@ -100,13 +104,15 @@ class RLHFConfig:
     gae_lambda: float = 1.0  #: GAE lambda; TRL's 0.95 assumes a trained critic (see module docstring)
     kl_coef: float = 0.05  #: beta, initial per-token KL coefficient (InstructGPT 0.02, TRL 0.2)
     adaptive_kl: bool = False  #: adapt beta with Ziegler et al.'s controller
-    kl_target: float = 1.0  #: the controller's target KL in nats per response (Ziegler: 6-10 for 24 tokens of GPT-2)
+    kl_target: float = 1.0  #: the controller's target KL, nats per response (Ziegler: 6-10 with GPT-2)
     kl_horizon: int = 2000  #: the controller's horizon in responses (Ziegler/TRL: 10000)
-    target_kl: float | None = 0.1  #: stop the epochs when KL(old || new) per token exceeds it; None = never
-    whiten_rewards: bool = True  #: scale per-token rewards to unit variance (TRL whiten_rewards, shift_mean=False)
+    #: stop the epochs when KL(old || new) per token exceeds it; None = never (CleanRL: 0.015;
+    #: measured here: at 0.1, runs without a KL penalty took steps that wrecked the policy)
+    target_kl: float | None = 0.02
+    whiten_rewards: bool = False  #: scale rewards to unit variance (TRL's whiten_rewards, also off there)
     norm_adv: bool = True  #: whiten advantages over the batch's response tokens
     max_grad_norm: float | None = 1.0  #: global gradient-norm clip; None = off
-    separate_critic: bool = True  #: a separate value model (a copy of the SFT model) instead of the policy's value head
+    separate_critic: bool = True  #: a separate value model (a copy of the SFT model), not the policy's head
 
     def __post_init__(self):
         check_range("iterations", self.iterations, 1)
@@ -117,7 +123,8 @@ class RLHFConfig:
         check_range("num_minibatches", self.num_minibatches, 1, self.batch_size)
         check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
         if not isinstance(self.warmup_iterations, int) or not 0 <= self.warmup_iterations < self.iterations:
-            raise ValueError(f"warmup_iterations must be an int in [0, {self.iterations}), got {self.warmup_iterations!r}")
+            raise ValueError(f"warmup_iterations must be an int in [0, {self.iterations}), "
+                             f"got {self.warmup_iterations!r}")
         check_range("min_learning_rate", self.min_learning_rate, 0.0, self.learning_rate)
         check_range("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
         check_range("clip_value_eps", self.clip_value_eps, 0.0, low_open=True)
@@ -154,7 +161,8 @@ def kl_penalized_rewards(score: torch.Tensor, logp: torch.Tensor, logp_ref: torc
     ``compute_rewards``.  Chapter 6, from CartPole to tokens.
     """
     if score.shape != logp.shape[:1]:
-        raise ValueError(f"score must have shape ({logp.shape[0]},) to match logp {tuple(logp.shape)}, got {tuple(score.shape)}")
+        raise ValueError(f"score must have shape ({logp.shape[0]},) to match logp {tuple(logp.shape)}, "
+                         f"got {tuple(score.shape)}")
     m = mask.to(logp.dtype)  # (B, R)
     kl = kl_k1(logp, logp_ref) * m  # (B, R)
     rewards = -kl_coef * kl  # (B, R)
@@ -185,7 +193,8 @@ def generation_stats(response: torch.Tensor, mask: torch.Tensor, finished: torch
 
 # --------------------------------------------------------------------------- the rollout
 def sample_responses(policy: GPT, prompts: Sequence[str], tokenizer: CharTokenizer, max_new_tokens: int,
-                     temperature: float = 1.0, generator: torch.Generator | None = None) -> tuple[Generation, list]:
+                     temperature: float = 1.0,
+                     generator: torch.Generator | None = None) -> tuple[Generation, list]:
     """Encode ``prompts`` (with BOS), left-pad, generate; returns ``(generation, response texts)``."""
     ids, mask = tokenizer.pad_left([tokenizer.encode(p, bos=True) for p in prompts])  # (B, P)
     gen = generate(policy, ids, mask, max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
@@ -214,7 +223,8 @@ class RolloutBatch:
 @torch.no_grad()
 def make_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenizer: CharTokenizer,
                  reward_fn: RewardFn, config: RLHFConfig, kl_coef: float,
-                 generator: torch.Generator | None = None, critic: GPT | None = None) -> tuple[RolloutBatch, dict, list]:
+                 generator: torch.Generator | None = None,
+                 critic: GPT | None = None) -> tuple[RolloutBatch, dict, list]:
     """Sample, score, penalise and compute advantages: one PPO batch and its metrics.
 
     The log-probs the update uses as ``logp_old`` are *recomputed* by a forward pass, as TRL
@@ -230,7 +240,8 @@ def make_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenizer:
     logp, _, values = response_logprobs(policy, gen.tokens, gen.attention_mask, P, config.temperature,
                                         with_value=critic is None)  # (B, R)
     if critic is not None:
-        _, _, values = response_logprobs(critic, gen.tokens, gen.attention_mask, P, config.temperature, with_value=True)
+        _, _, values = response_logprobs(critic, gen.tokens, gen.attention_mask, P, config.temperature,
+                                         with_value=True)
     logp_ref, _, _ = response_logprobs(reference, gen.tokens, gen.attention_mask, P, config.temperature)  # (B, R)
     rewards, kl = kl_penalized_rewards(score, logp, logp_ref, mask, kl_coef)  # (B, R)
     non_score = -kl_coef * kl.sum(dim=1)  # (B,)
@@ -255,7 +266,8 @@ def make_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenizer:
         **generation_stats(gen.response, mask, gen.finished, texts),
         **reward_metrics,
     }
-    batch = RolloutBatch(gen.tokens, gen.attention_mask, P, mask, logp, logp_ref, values, rewards, adv, ret, score, kl)
+    batch = RolloutBatch(gen.tokens, gen.attention_mask, P, mask, logp, logp_ref, values, rewards, adv, ret,
+                         score, kl)
     return batch, metrics, texts
 
 
@@ -350,12 +362,15 @@ def train(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config: RLHF
     reference.eval().requires_grad_(False)
     critic = copy.deepcopy(policy) if config.separate_critic else None
     modules = [policy] + ([critic] if critic is not None else [])
-    optimizer = torch.optim.Adam([p for mod in modules for p in mod.parameters()], lr=config.learning_rate, eps=1e-5)
-    kl_ctl = AdaptiveKLController(config.kl_coef, config.kl_target if config.adaptive_kl else None, config.kl_horizon)
+    params = [p for mod in modules for p in mod.parameters()]
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)  # eps as CleanRL/TRL
+    kl_ctl = AdaptiveKLController(config.kl_coef, config.kl_target if config.adaptive_kl else None,
+                                  config.kl_horizon)
     gen = torch.Generator().manual_seed(seed)
     history, start, global_step = History(config=config), time.perf_counter(), 0
     for it in tqdm(range(config.iterations), desc="RLHF-PPO", disable=not progress):
-        lr = warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations, config.min_learning_rate)
+        lr = warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
+                           config.min_learning_rate)
         for group in optimizer.param_groups:
             group["lr"] = lr
         pick = torch.randint(len(prompts), (config.batch_size,), generator=gen)  # (B,)

@@ -32,7 +32,8 @@ from minippo.lm.tokenizer import CharTokenizer
 from minippo.schedules import warmup_cosine
 from minippo.utils import check_finite, check_range, set_seed
 
-__all__ = ["SFTConfig", "sft_batch", "sft_loss", "train_sft", "pretrained_sft", "cache_dir"]
+__all__ = ["SFTConfig", "check_training_fields", "sft_batch", "sft_loss", "train_sft", "pretrained_sft",
+           "cache_dir"]
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,23 @@ class SFTConfig:
     model: GPTConfig = field(default_factory=GPTConfig)  #: sizes of the GPT that is trained
 
     def __post_init__(self):
-        check_range("steps", self.steps, 1)
-        check_range("batch_size", self.batch_size, 1)
-        check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
-        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
-            raise ValueError(f"warmup_steps must be an int in [0, {self.steps}), got {self.warmup_steps!r}")
-        check_range("min_learning_rate", self.min_learning_rate, 0.0, self.learning_rate)
-        check_range("weight_decay", self.weight_decay, 0.0)
-        check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        check_training_fields(self)
+
+
+def check_training_fields(config) -> None:
+    """Validate the fields that SFT, the reward model and DPO share: ``steps``, ``batch_size``,
+    ``learning_rate``, ``warmup_steps``, ``min_learning_rate``, ``weight_decay`` and
+    ``max_grad_norm`` (the last two where the config has them; ``None`` turns clipping off)."""
+    check_range("steps", config.steps, 1)
+    check_range("batch_size", config.batch_size, 1)
+    check_range("learning_rate", config.learning_rate, 0.0, low_open=True)
+    if not isinstance(config.warmup_steps, int) or not 0 <= config.warmup_steps < config.steps:
+        raise ValueError(f"warmup_steps must be an int in [0, {config.steps}), got {config.warmup_steps!r}")
+    check_range("min_learning_rate", config.min_learning_rate, 0.0, config.learning_rate)
+    if hasattr(config, "weight_decay"):
+        check_range("weight_decay", config.weight_decay, 0.0)
+    if getattr(config, "max_grad_norm", None) is not None:
+        check_range("max_grad_norm", config.max_grad_norm, 0.0, low_open=True)
 
 
 def sft_batch(tokenizer: CharTokenizer, examples: list[tuple[str, str]]):
@@ -144,7 +154,8 @@ def pretrained_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfi
     is ``None`` when the model came from the cache.  ``cache=False`` always trains.
     """
     tokenizer = tokenizer or CharTokenizer()
-    key = hashlib.sha256(repr((examples, config, seed, tokenizer.chars, torch.__version__)).encode()).hexdigest()[:16]
+    fingerprint = repr((examples, config, seed, tokenizer.chars, torch.__version__))
+    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
     path = os.path.join(cache_dir(), f"sft-{key}.pt")
     if cache and os.path.exists(path):
         model = GPT(config.model)

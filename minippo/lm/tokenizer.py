@@ -84,7 +84,8 @@ class CharTokenizer:
                 ids[b, width - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
         return ids, ids != self.pad_id
 
-    def pad_right(self, seqs: Sequence[Sequence[int]], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def pad_right(self, seqs: Sequence[Sequence[int]],
+                  width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad id lists to ``width`` (default: the longest): ``(ids (B, R), mask (B, R))``."""
         width = max(len(s) for s in seqs) if width is None else width
         if any(len(s) > width for s in seqs):
