@@ -656,3 +656,42 @@ def check_clipped_tokens(fn: Callable, n_cases: int = 20) -> bool:
                  hint="ratio = exp(logp - logp_old); silenced where ratio > 1 + eps AND adv > 0, "
                       "or ratio < 1 - eps AND adv < 0; a ratio outside the range against its "
                       "advantage keeps its gradient; return a bool tensor of logp's shape.")
+
+
+# =========================================================================== Chapter 6
+def _kl_penalized_rewards(score: Tensor, logp: Tensor, logp_ref: Tensor, mask: Tensor,
+                          kl_coef: float):
+    from minippo.lm.rlhf import kl_penalized_rewards
+
+    return kl_penalized_rewards(score, logp, logp_ref, mask, kl_coef)
+
+
+def _cases_kl_penalized_rewards(i: int, gen: torch.Generator):
+    scenarios = ["a row truncated at full width (no EOS)", "a response that is only EOS",
+                 "kl_coef = 0 (the score alone)", "one response, B = 1", "policy == reference"]
+    what = scenarios[i] if i < len(scenarios) else "random responses and lengths"
+    B = 1 if what == "one response, B = 1" else int(torch.randint(2, 6, (), generator=gen))
+    R = int(torch.randint(3, 9, (), generator=gen))
+    lengths = torch.randint(1, R + 1, (B,), generator=gen)  # (B,) tokens up to and including EOS
+    if what == "a row truncated at full width (no EOS)":
+        lengths[0] = R
+    elif what == "a response that is only EOS":
+        lengths[-1] = 1
+    mask = torch.arange(R)[None, :] < lengths[:, None]  # (B, R) a prefix of every row
+    logp = -3.0 * torch.rand(B, R, generator=gen)  # (B, R)
+    logp_ref = logp.clone() if what == "policy == reference" else -3.0 * torch.rand(B, R, generator=gen)
+    score = torch.randn(B, generator=gen)  # (B,)
+    kl_coef = 0.0 if what == "kl_coef = 0 (the score alone)" else round(0.3 * float(torch.rand((), generator=gen)), 3)
+    return what, {"score": score, "logp": logp, "logp_ref": logp_ref, "mask": mask, "kl_coef": kl_coef}
+
+
+def check_kl_penalized_rewards(fn: Callable, n_cases: int = 20) -> bool:
+    r"""Check ``fn(score, logp, logp_ref, mask, kl_coef) -> (rewards, kl)``, the per-token RLHF
+    rewards :math:`r_t = -\beta\,(\log\pi - \log\pi_{ref}) + [t = T_b]\, s_b` and the per-token
+    k1 estimate, both ``(B, R)`` and zero outside the mask, against
+    :func:`minippo.lm.rlhf.kl_penalized_rewards`. Chapter 6, the KL-penalised reward."""
+    return check(fn, _kl_penalized_rewards, _cases_kl_penalized_rewards, n_cases,
+                 name="kl_penalized_rewards", output_names=("rewards", "kl"),
+                 hint="kl = (logp - logp_ref) inside the mask, 0 outside; rewards = -kl_coef * kl, "
+                      "plus score[b] at index mask[b].sum() - 1 (the EOS, or the last token of a "
+                      "truncated row), not at R - 1; nothing outside the mask; return a tuple.")
