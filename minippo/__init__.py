@@ -30,6 +30,7 @@ from minippo import (
     ppo,
     plotting,
     checks,
+    lm,
 )
 
 __version__ = "0.1.0"
