@@ -44,7 +44,7 @@ from minippo.history import History
 from minippo.lm.model import GPT, response_logprobs
 from minippo.lm.reward_model import PreferencePair
 from minippo.lm.rlhf import RewardFn, generation_stats, sample_responses
-from minippo.lm.sft import check_training_fields
+from minippo.lm.sft import check_training_fields, optimizer_step, set_learning_rate
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.objectives import (
     clip_fraction,
@@ -242,19 +242,6 @@ def _start(policy: GPT, reference: GPT | None, learning_rate: float, seed: int, 
     return tokenizer or CharTokenizer(), reference, optimizer, torch.Generator().manual_seed(seed)
 
 
-def _set_lr(optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def _step(policy: GPT, optimizer, loss: torch.Tensor, max_grad_norm: float | None) -> None:
-    optimizer.zero_grad()
-    loss.backward()
-    if max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-    optimizer.step()
-
-
 # --------------------------------------------------------------------------- GRPO
 def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor, adv: torch.Tensor,
               mask: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
@@ -292,7 +279,7 @@ def train_grpo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
     history, start, global_step = History(config=config), time.perf_counter(), 0
     mb = config.batch_size // config.num_minibatches
     for it in tqdm(range(config.iterations), desc="GRPO", disable=not progress):
-        _set_lr(optimizer, warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
+        set_learning_rate(optimizer, warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
                                          config.min_learning_rate))
         gen, score, logp_old, logp_ref, _, metrics = _group_rollout(policy, reference, prompts, tokenizer, reward_fn,
                                                                     config, gen_rng)
@@ -308,7 +295,7 @@ def train_grpo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
                                                config.temperature)  # (b, R)
                 loss = grpo_loss(logp, logp_old[idx], logp_ref[idx], adv[idx], m, config)
                 check_finite(it, policy_loss=loss)
-                _step(policy, optimizer, loss, config.max_grad_norm)
+                optimizer_step(policy.parameters(), optimizer, loss, config.max_grad_norm)
                 with torch.no_grad():
                     ratio = probability_ratio(logp, logp_old[idx])[m]
                     stats.append((loss.item(), float(masked_mean(kl_k3(logp_old[idx], logp), m)),
@@ -342,7 +329,7 @@ def train_rloo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
     prompts = list(prompts)
     history, start, global_step = History(config=config), time.perf_counter(), 0
     for it in tqdm(range(config.iterations), desc="RLOO", disable=not progress):
-        _set_lr(optimizer, warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
+        set_learning_rate(optimizer, warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
                                          config.min_learning_rate))
         gen, score, _, _, kl, metrics = _group_rollout(policy, reference, prompts, tokenizer, reward_fn, config,
                                                        gen_rng)
@@ -354,7 +341,7 @@ def train_rloo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
         seq_logp = (logp * m).sum(dim=1)  # (B,)
         loss = policy_gradient_loss(seq_logp, adv)
         check_finite(it, policy_loss=loss)
-        _step(policy, optimizer, loss, config.max_grad_norm)
+        optimizer_step(policy.parameters(), optimizer, loss, config.max_grad_norm)
         policy.eval()
         global_step += int(m.sum())
         elapsed = time.perf_counter() - start
@@ -423,14 +410,14 @@ def train_dpo(policy: GPT, pairs: Sequence[PreferencePair], config: DPOConfig = 
     policy.train()
     for step in tqdm(range(config.steps), desc="DPO", disable=not progress):
         lr = warmup_cosine(step, config.steps, config.learning_rate, config.warmup_steps, config.min_learning_rate)
-        _set_lr(optimizer, lr)
+        set_learning_rate(optimizer, lr)
         batch = [pairs[i] for i in torch.randint(len(pairs), (config.batch_size,), generator=gen).tolist()]
         lp_w, lp_l = _pair_logps(policy, tokenizer, batch)
         with torch.no_grad():
             ref_w, ref_l = _pair_logps(reference, tokenizer, batch)
         loss, r_w, r_l = dpo_loss(lp_w, lp_l, ref_w, ref_l, config.beta)
         check_finite(step, dpo_loss=loss)
-        _step(policy, optimizer, loss, config.max_grad_norm)
+        optimizer_step(policy.parameters(), optimizer, loss, config.max_grad_norm)
         history.log_update({"global_step": (step + 1) * config.batch_size,
                             "time/elapsed": time.perf_counter() - start, "dpo/loss": loss.item(),
                             "dpo/accuracy": float((r_w > r_l).float().mean()),

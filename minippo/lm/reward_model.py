@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from minippo.history import History
 from minippo.lm.model import GPT
 from minippo.lm.rlhf import sample_responses
-from minippo.lm.sft import check_training_fields
+from minippo.lm.sft import check_training_fields, optimizer_step, set_learning_rate
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.schedules import warmup_cosine
 from minippo.utils import check_finite, check_range, set_seed
@@ -230,17 +230,13 @@ def train_reward_model(pairs: Sequence[PreferencePair], init: GPT, config: Rewar
     history, start = History(config=config), time.perf_counter()
     for step in tqdm(range(config.steps), desc="reward model", disable=not progress):
         lr = warmup_cosine(step, config.steps, config.learning_rate, config.warmup_steps, config.min_learning_rate)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_learning_rate(opt, lr)
         idx = torch.randint(len(pairs), (config.batch_size,), generator=gen).tolist()
         r = rm.raw(*_pair_batch(tokenizer, [pairs[i] for i in idx]))  # (2b,)
         r_w, r_l = r[: len(idx)], r[len(idx):]  # (b,), (b,)
         loss = bradley_terry_loss(r_w, r_l)
         check_finite(step, reward_model_loss=loss)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(rm.parameters(), config.max_grad_norm)
-        opt.step()
+        optimizer_step(rm.parameters(), opt, loss, config.max_grad_norm)
         history.log_update({"global_step": (step + 1) * config.batch_size,
                             "time/elapsed": time.perf_counter() - start, "rm/loss": loss.item(),
                             "rm/accuracy": float((r_w > r_l).float().mean()),

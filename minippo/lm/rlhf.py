@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from minippo.advantages import gae, whiten
 from minippo.history import History
 from minippo.lm.model import GPT, Generation, generate, response_logprobs
+from minippo.lm.sft import optimizer_step, set_learning_rate
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.objectives import (
     clip_fraction,
@@ -316,11 +317,7 @@ def update(policy: GPT, optimizer: torch.optim.Optimizer, batch: RolloutBatch, c
             idx = perm[start: start + config.minibatch_size]
             loss, stats = ppo_loss(policy, batch, idx, config, critic)
             check_finite(iteration, policy_loss=stats["pg"], value_loss=stats["vf"])
-            optimizer.zero_grad()
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+            optimizer_step(params, optimizer, loss, config.max_grad_norm)
             log.append(stats)
             if config.target_kl is not None and float(stats["kl"]) > config.target_kl:
                 stop = True
@@ -371,8 +368,7 @@ def train(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config: RLHF
     for it in tqdm(range(config.iterations), desc="RLHF-PPO", disable=not progress):
         lr = warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
                            config.min_learning_rate)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(optimizer, lr)
         pick = torch.randint(len(prompts), (config.batch_size,), generator=gen)  # (B,)
         batch_prompts = [prompts[i] for i in pick.tolist()]
         kl_coef = kl_ctl.value

@@ -32,7 +32,7 @@ from minippo.lm.tokenizer import CharTokenizer
 from minippo.schedules import warmup_cosine
 from minippo.utils import check_finite, check_range, set_seed
 
-__all__ = ["SFTConfig", "check_training_fields", "sft_batch", "sft_loss", "train_sft", "pretrained_sft",
+__all__ = ["SFTConfig", "check_training_fields", "set_learning_rate", "optimizer_step", "sft_batch", "sft_loss", "train_sft", "pretrained_sft",
            "cache_dir"]
 
 
@@ -67,6 +67,22 @@ def check_training_fields(config) -> None:
         check_range("weight_decay", config.weight_decay, 0.0)
     if getattr(config, "max_grad_norm", None) is not None:
         check_range("max_grad_norm", config.max_grad_norm, 0.0, low_open=True)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate (the loops compute it from a schedule)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def optimizer_step(params, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   max_grad_norm: float | None) -> None:
+    """``zero_grad``, ``backward``, clip the global gradient norm of ``params`` (unless ``None``), ``step``."""
+    optimizer.zero_grad()
+    loss.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
 
 
 def sft_batch(tokenizer: CharTokenizer, examples: list[tuple[str, str]]):
@@ -121,17 +137,13 @@ def train_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfig(),
     history, start = History(config=config), time.perf_counter()
     for step in tqdm(range(config.steps), desc="SFT", disable=not progress):
         lr = warmup_cosine(step, config.steps, config.learning_rate, config.warmup_steps, config.min_learning_rate)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_learning_rate(opt, lr)
         idx = torch.randint(len(examples), (config.batch_size,), generator=gen)  # (B,)
         tokens, attn, lmask = (x[idx] for x in data)
         width = int(attn.sum(1).max())  # drop all-padding columns
         loss = sft_loss(model, tokens[:, :width], attn[:, :width], lmask[:, :width])
         check_finite(step, sft_loss=loss)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        opt.step()
+        optimizer_step(model.parameters(), opt, loss, config.max_grad_norm)
         history.log_update({"global_step": (step + 1) * config.batch_size,
                             "time/elapsed": time.perf_counter() - start,
                             "sft/loss": loss.item(), "sft/learning_rate": lr})
