@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.advantages import lambda_returns, reward_to_go, whiten
 from minippo.history import History
@@ -147,7 +147,8 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
 
 # --------------------------------------------------------------------------- training loop
 def train(config: ReinforceConfig = ReinforceConfig(), env=None, *, seed: int = 0,
-          progress: bool = True, stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
+          progress: bool = True,
+          stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
     """Train REINFORCE; ``env=None`` is ``CartPole(config.num_envs, seed=seed)``.
 
     Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
