@@ -53,9 +53,11 @@ def masked_mean(x: Tensor, mask: Tensor | None, dim: int | tuple[int, ...] | Non
         return x.mean() if dim is None else x.mean(dim)
     check_same_shape(x=x, mask=mask)
     m = mask.to(x.dtype)
+    # where, not x * m: an inf outside the mask (a huge ratio on a PAD token) would give inf * 0 = NaN
+    xm = torch.where(mask.bool(), x, torch.zeros_like(x))
     if dim is None:
-        return (x * m).sum() / m.sum()
-    return (x * m).sum(dim) / m.sum(dim)
+        return xm.sum() / m.sum()
+    return xm.sum(dim) / m.sum(dim)
 
 
 def _mean(x: Tensor, mask: Tensor | None) -> Tensor:

@@ -205,3 +205,11 @@ def test_masked_mean_entropy_and_clip_fraction():
     ratio = torch.tensor([0.7, 0.85, 1.0, 1.19, 1.25, 2.0])
     assert clip_fraction(ratio, 0.2).item() == pytest.approx(3 / 6)
     assert clip_fraction(ratio, 0.1).item() == pytest.approx(5 / 6)
+
+
+def test_masked_mean_ignores_inf_outside_the_mask():
+    """A huge value on a padded position must not turn the masked mean into NaN."""
+    x = torch.tensor([[1.0, 3.0, float("inf")], [2.0, float("nan"), 5.0]])
+    mask = torch.tensor([[True, True, False], [True, False, True]])
+    assert masked_mean(x, mask).item() == (1.0 + 3.0 + 2.0 + 5.0) / 4
+    assert torch.equal(masked_mean(x, mask, dim=1), torch.tensor([2.0, 3.5]))
