@@ -728,3 +728,48 @@ def check_group_advantages(fn: Callable, n_cases: int = 20) -> bool:
                  hint="groups are CONSECUTIVE rows: scores.reshape(-1, group_size), not (group_size, -1); "
                       "mean and std along dim=1 with keepdim; torch.std is the unbiased one (n - 1); "
                       "add 1e-4 to the std, so an all-equal group gives zeros, not NaN.")
+
+
+# =========================================================================== Chapter 7
+def _bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor) -> Tensor:
+    from minippo.lm.reward_model import bradley_terry_loss
+
+    return bradley_terry_loss(r_chosen, r_rejected)
+
+
+def _cases_bradley_terry_loss(i: int, gen: torch.Generator):
+    scenarios = ["equal scores (the loss is log 2)", "one pair, N = 1",
+                 "large gaps (|r_w - r_l| up to 200: 1 - sigmoid underflows)",
+                 "chosen far below rejected (a confidently wrong model)", "float64 scores",
+                 "a constant added to every score (the loss must not change)"]
+    what = scenarios[i] if i < len(scenarios) else "random scores"
+    N = 1 if what == "one pair, N = 1" else int(torch.randint(2, 33, (), generator=gen))
+    dtype = torch.float64 if what == "float64 scores" else torch.float32
+    r_w = torch.randn(N, generator=gen, dtype=dtype) * 2  # (N,) scores of the preferred answers
+    r_l = torch.randn(N, generator=gen, dtype=dtype) * 2  # (N,) scores of the rejected ones
+    if what == "equal scores (the loss is log 2)":
+        r_l = r_w.clone()
+    elif what.startswith("large gaps"):
+        r_w = r_w * 50  # (N,) differences of order +-100..200
+        r_w[0], r_l[0] = -100.0, 100.0
+    elif what.startswith("chosen far below"):
+        r_w, r_l = -r_w.abs() - 20, r_l.abs() + 20
+    elif what.startswith("a constant added"):
+        c = 1000.0 * float(torch.rand((), generator=gen))
+        r_w, r_l = r_w + c, r_l + c
+    return what, {"r_chosen": r_w, "r_rejected": r_l}
+
+
+def check_bradley_terry_loss(fn: Callable, n_cases: int = 20) -> bool:
+    r"""Check ``fn(r_chosen, r_rejected) -> scalar loss``, the Bradley-Terry negative
+    log-likelihood :math:`-\frac1N\sum_i \log\sigma(r_{w,i} - r_{l,i})`, and its gradient with
+    respect to ``r_chosen``, against :func:`minippo.lm.reward_model.bradley_terry_loss`.
+    Chapter 7, reward models."""
+    return check(functools.partial(_loss_and_grad, fn),
+                 functools.partial(_loss_and_grad, _bradley_terry_loss),
+                 _cases_bradley_terry_loss, n_cases, name="bradley_terry_loss",
+                 output_names=("the loss", "the gradient d loss / d r_chosen"),
+                 hint="loss = -mean(log sigmoid(r_chosen - r_rejected)), a scalar; the mean, not "
+                      "the sum; compute log sigmoid stably (torch.nn.functional.logsigmoid, or "
+                      "-softplus(-x)): log(torch.sigmoid(x)) is -inf once sigmoid(x) underflows "
+                      "to 0; keep the result a tensor (no .item()).")
