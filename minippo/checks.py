@@ -696,39 +696,6 @@ def check_kl_penalized_rewards(fn: Callable, n_cases: int = 20) -> bool:
                       "plus score[b] at index mask[b].sum() - 1 (the EOS, or the last token of a "
                       "truncated row), not at R - 1; nothing outside the mask; return a tuple.")
 
-# =========================================================================== Chapter 9
-def _group_advantages(scores: Tensor, group_size: int, scale: bool) -> Tensor:
-    from minippo.lm.alternatives import group_advantages
-
-    return group_advantages(scores, group_size, scale=scale)
-
-
-def _cases_group_advantages(i: int, gen: torch.Generator):
-    scenarios = ["a group whose scores are all equal", "group size 2", "scale = False (Dr. GRPO)",
-                 "one group only", "binary pass/fail scores"]
-    what = scenarios[i] if i < len(scenarios) else "random groups"
-    G = 2 if what == "group size 2" else int(torch.randint(2, 7, (), generator=gen))
-    n = 1 if what == "one group only" else int(torch.randint(2, 5, (), generator=gen))
-    scores = torch.randn(n * G, generator=gen)  # (n * G,)
-    if what == "a group whose scores are all equal":
-        scores[:G] = 0.7
-    elif what == "binary pass/fail scores":
-        scores = (scores > 0).float()
-    scale = what != "scale = False (Dr. GRPO)" and (i < len(scenarios) or bool(torch.rand((), generator=gen) < 0.7))
-    return what, {"scores": scores, "group_size": G, "scale": scale}
-
-
-def check_group_advantages(fn: Callable, n_cases: int = 20) -> bool:
-    r"""Check ``fn(scores, group_size, scale) -> (n * G,)``, GRPO's group-relative advantage
-    :math:`(s_i - \operatorname{mean}(s)) / (\operatorname{std}(s) + 10^{-4})` (no division when
-    ``scale`` is False, Dr. GRPO), against :func:`minippo.lm.alternatives.group_advantages`.
-    Chapter 9, GRPO."""
-    return check(fn, _group_advantages, _cases_group_advantages, n_cases, name="group_advantages",
-                 atol=1e-4, rtol=1e-4,
-                 hint="groups are CONSECUTIVE rows: scores.reshape(-1, group_size), not (group_size, -1); "
-                      "mean and std along dim=1 with keepdim; torch.std is the unbiased one (n - 1); "
-                      "add 1e-4 to the std, so an all-equal group gives zeros, not NaN.")
-
 
 # =========================================================================== Chapter 7
 def _bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor) -> Tensor:
@@ -773,3 +740,37 @@ def check_bradley_terry_loss(fn: Callable, n_cases: int = 20) -> bool:
                       "the sum; compute log sigmoid stably (torch.nn.functional.logsigmoid, or "
                       "-softplus(-x)): log(torch.sigmoid(x)) is -inf once sigmoid(x) underflows "
                       "to 0; keep the result a tensor (no .item()).")
+
+
+# =========================================================================== Chapter 9
+def _group_advantages(scores: Tensor, group_size: int, scale: bool) -> Tensor:
+    from minippo.lm.alternatives import group_advantages
+
+    return group_advantages(scores, group_size, scale=scale)
+
+
+def _cases_group_advantages(i: int, gen: torch.Generator):
+    scenarios = ["a group whose scores are all equal", "group size 2", "scale = False (Dr. GRPO)",
+                 "one group only", "binary pass/fail scores"]
+    what = scenarios[i] if i < len(scenarios) else "random groups"
+    G = 2 if what == "group size 2" else int(torch.randint(2, 7, (), generator=gen))
+    n = 1 if what == "one group only" else int(torch.randint(2, 5, (), generator=gen))
+    scores = torch.randn(n * G, generator=gen)  # (n * G,)
+    if what == "a group whose scores are all equal":
+        scores[:G] = 0.7
+    elif what == "binary pass/fail scores":
+        scores = (scores > 0).float()
+    scale = what != "scale = False (Dr. GRPO)" and (i < len(scenarios) or bool(torch.rand((), generator=gen) < 0.7))
+    return what, {"scores": scores, "group_size": G, "scale": scale}
+
+
+def check_group_advantages(fn: Callable, n_cases: int = 20) -> bool:
+    r"""Check ``fn(scores, group_size, scale) -> (n * G,)``, GRPO's group-relative advantage
+    :math:`(s_i - \operatorname{mean}(s)) / (\operatorname{std}(s) + 10^{-4})` (no division when
+    ``scale`` is False, Dr. GRPO), against :func:`minippo.lm.alternatives.group_advantages`.
+    Chapter 9, GRPO."""
+    return check(fn, _group_advantages, _cases_group_advantages, n_cases, name="group_advantages",
+                 atol=1e-4, rtol=1e-4,
+                 hint="groups are CONSECUTIVE rows: scores.reshape(-1, group_size), not (group_size, -1); "
+                      "mean and std along dim=1 with keepdim; torch.std is the unbiased one (n - 1); "
+                      "add 1e-4 to the std, so an all-equal group gives zeros, not NaN.")
