@@ -42,7 +42,8 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
     Every x axis is environment steps.  Returns the matplotlib Figure.
     """
     if target_kl is None and history.config is not None:
-        target_kl = getattr(history.config, "target_kl", None) or getattr(history.config, "max_kl", None)
+        config = history.config
+        target_kl = getattr(config, "target_kl", None) or getattr(config, "max_kl", None)
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), constrained_layout=True)
     ax_ret, ax_pl, ax_vl, ax_kl, ax_cf, ax_std = axes.flat
     x = _column(history, "global_step")
@@ -62,7 +63,8 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
     ax_vl.plot(x, _column(history, "ppo/value_loss"), color="tab:green")
     ax_vl.set(title="Value loss", ylabel="loss (½ squared error)")
 
-    ax_kl.plot(x, _column(history, "ppo/kl_divergence"), color="tab:red", label="KL(old ‖ new), k3")
+    ax_kl.plot(x, _column(history, "ppo/kl_divergence"), color="tab:red",
+               label="KL(old ‖ new), k3")
     if target_kl is not None:
         ax_kl.axhline(target_kl, color="black", linestyle="--", label=f"target {target_kl:g}")
     ax_kl.set(title="KL divergence per update", ylabel="KL (nats)")

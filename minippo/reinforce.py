@@ -33,9 +33,9 @@ from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without 
 from minippo.advantages import lambda_returns, reward_to_go, whiten
 from minippo.history import History
 from minippo.nets import ActorCritic, adam
-from minippo.objectives import policy_gradient_loss, value_loss
-from minippo.rollout import (Rollout, collect, policy_diagnostics, record_update, return_reached,
-                             start_training)
+from minippo.objectives import policy_gradient_loss
+from minippo.rollout import (Rollout, RolloutConfig, collect, fit_value, policy_diagnostics,
+                             record_update, start_training)
 from minippo.utils import check_finite, check_range
 
 __all__ = ["ReinforceConfig", "returns_and_advantages", "update", "train"]
@@ -43,7 +43,7 @@ __all__ = ["ReinforceConfig", "returns_and_advantages", "update", "train"]
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class ReinforceConfig:
+class ReinforceConfig(RolloutConfig):
     """REINFORCE on CartPole-v1 (sizes and learning rates tuned for CartPole; see comments)."""
 
     num_envs: int = 16  #: parallel environments B
@@ -60,25 +60,11 @@ class ReinforceConfig:
     orthogonal_init: bool = True  #: orthogonal initialisation (nets.layer_init)
 
     def __post_init__(self):
-        check_range("num_envs", self.num_envs, 1)
-        check_range("num_steps", self.num_steps, 1)
-        check_range("total_steps", self.total_steps, self.batch_size)
-        check_range("gamma", self.gamma, 0.0, 1.0)
+        self.check_rollout_fields()
         check_range("lr", self.lr, 0.0, low_open=True)
         check_range("vf_lr", self.vf_lr, 0.0, low_open=True)
         check_range("vf_epochs", self.vf_epochs, 0)
         check_range("vf_minibatches", self.vf_minibatches, 1, self.batch_size)
-        if len(self.hidden_sizes) == 0 or any(h < 1 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes!r}")
-
-    @property
-    def batch_size(self) -> int:
-        """Samples per update, ``num_envs * num_steps``."""
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_steps // self.batch_size
 
 
 # --------------------------------------------------------------------------- estimator
@@ -121,25 +107,15 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
     pg_loss.backward()
     optimizer.step()
 
-    v_losses = []
+    v_loss = math.nan
     if config.baseline and value_optimizer is not None:
-        n = ret.shape[0]
-        mb = n // config.vf_minibatches
-        for _ in range(config.vf_epochs):
-            perm = torch.randperm(n)
-            for start in range(0, mb * config.vf_minibatches, mb):
-                idx = perm[start:start + mb]
-                v_loss = value_loss(agent.value(obs[idx]), ret[idx])
-                check_finite(update_index, value_loss=v_loss)
-                value_optimizer.zero_grad(set_to_none=True)
-                v_loss.backward()
-                value_optimizer.step()
-                v_losses.append(v_loss.item())
+        v_loss = fit_value(agent, value_optimizer, obs, ret, config.vf_epochs,
+                           config.vf_minibatches, update_index)
 
     metrics = policy_diagnostics(agent, obs, actions, logp_old, batch["values"], ret)
     metrics.update({
         "ppo/policy_loss": pg_loss.item(),
-        "ppo/value_loss": sum(v_losses) / len(v_losses) if v_losses else math.nan,
+        "ppo/value_loss": v_loss,
         "ppo/mean_advantage": float(adv.mean()),
     })
     return metrics
@@ -158,15 +134,11 @@ def train(config: ReinforceConfig = ReinforceConfig(), env=None, *, seed: int = 
     env, obs, agent, history = start_training(config, env, seed)
     optimizer = adam(agent.policy_parameters(), config.lr)
     value_optimizer = adam(agent.value_parameters(), config.vf_lr)
-    global_step = 0
     for i in tqdm(range(1, config.num_updates + 1), desc="REINFORCE", disable=not progress):
-        t0, seen = time.perf_counter(), len(history.episodes["return"])
-        rollout, obs = collect(env, agent, obs, config.num_steps, history, global_step, start)
-        global_step += rollout.rewards.numel()
+        rollout, obs = collect(env, agent, obs, config.num_steps, history,
+                               (i - 1) * config.batch_size, start)
         metrics = update(agent, optimizer, rollout, config, value_optimizer=value_optimizer,
                          update_index=i)
-        sps = rollout.rewards.numel() / (time.perf_counter() - t0)
-        record_update(history, metrics, global_step, start, rollout, sps)
-        if stop_at_return is not None and return_reached(history, stop_at_return, seen):
+        if record_update(history, metrics, rollout, start, stop_at_return):
             break
     return agent, history

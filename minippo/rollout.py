@@ -28,11 +28,40 @@ from torch import Tensor
 from minippo.envs import CartPole
 from minippo.history import History
 from minippo.nets import ActorCritic
-from minippo.objectives import clip_fraction, explained_variance, kl_k3
-from minippo.utils import set_seed
+from minippo.objectives import clip_fraction, explained_variance, kl_k3, value_loss
+from minippo.utils import check_finite, check_range, set_seed
 
-__all__ = ["Rollout", "collect", "policy_diagnostics", "record_update", "return_reached",
-           "start_training"]
+__all__ = ["RolloutConfig", "Rollout", "collect", "policy_diagnostics", "fit_value",
+           "start_training", "record_update", "return_reached"]
+
+
+class RolloutConfig:
+    """What the four algorithm configs share: derived sizes and the checks of the common fields.
+
+    A mixin without fields: each ``@dataclass(frozen=True)`` config declares ``num_envs``,
+    ``num_steps``, ``total_steps``, ``gamma`` and ``hidden_sizes`` itself, with its own defaults
+    and their sources, and calls :meth:`check_rollout_fields` from ``__post_init__``.
+    """
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per update, ``num_envs * num_steps``."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Updates in the run, ``total_steps // batch_size``."""
+        return self.total_steps // self.batch_size
+
+    def check_rollout_fields(self) -> None:
+        check_range("num_envs", self.num_envs, 1)
+        check_range("num_steps", self.num_steps, 1)
+        check_range("total_steps", self.total_steps, self.batch_size)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        hidden = self.hidden_sizes
+        if len(hidden) == 0 or any(not isinstance(h, int) or h < 1 for h in hidden):
+            raise ValueError(f"hidden_sizes must be a non-empty sequence of positive ints, "
+                             f"got {hidden!r}")
 
 
 @dataclass
@@ -117,12 +146,14 @@ def collect(env, agent, obs: Tensor, num_steps: int, history: History | None = N
     next_values[terminated] = 0.0
 
     if history is not None:
-        done = terminated | truncated  # (T, B)
-        for t in done.any(dim=1).nonzero().flatten().tolist():
+        t_end, b_end = (terminated | truncated).nonzero(as_tuple=True)  # (E,), (E,) time-sorted
+        for t, ret, length in zip(t_end.tolist(), ep_return[t_end, b_end].tolist(),
+                                  ep_length[t_end, b_end].tolist()):
             history.log_episodes(global_step + (t + 1) * B, step_times[t] - start_time,
-                                 ep_return[t][done[t]].tolist(), ep_length[t][done[t]].tolist())
+                                 [ret], [length])
 
-    rollout = Rollout(obs_buf[:T], actions, logp, values, rewards, terminated, truncated, next_values)
+    rollout = Rollout(obs_buf[:T], actions, logp, values, rewards, terminated, truncated,
+                      next_values)
     return rollout, obs
 
 
@@ -137,8 +168,7 @@ def policy_diagnostics(agent, obs: Tensor, actions: Tensor, logp_old: Tensor, va
     diagnostic at eps = 0.2); ``ppo/explained_variance`` compares the old values with the
     returns they were trained towards.  Inputs are flat (N, ...) tensors.
     """
-    d = agent.dist(obs)
-    logp, entropy = d.log_prob(actions), d.entropy()  # (N,), (N,)
+    logp, entropy = agent.policy_terms(obs, actions)  # (N,), (N,)
     ratio = (logp - logp_old).exp()  # (N,)
     return {
         "ppo/kl_divergence": float(kl_k3(logp_old, logp).mean()),
@@ -151,21 +181,55 @@ def policy_diagnostics(agent, obs: Tensor, actions: Tensor, logp_old: Tensor, va
     }
 
 
-def record_update(history: History, metrics: dict, global_step: int, start_time: float,
-                  rollout: Rollout, steps_per_second: float) -> None:
-    """Append one update's row: step, time, recent episodes, reward statistics and ``metrics``."""
+def fit_value(agent, optimizer: torch.optim.Optimizer, obs: Tensor, ret: Tensor, epochs: int,
+              minibatches: int, update_index: int = 0) -> float:
+    """Regress V on its targets: ``epochs`` passes of ``minibatches`` Adam steps on
+    ``0.5 (V(s) - R)^2`` (:func:`minippo.objectives.value_loss`).  TRPO and REINFORCE's baseline
+    fit their critic this way, apart from the policy step (GAE paper, Section 5; Spinning Up's
+    ``train_v_iters``).  ``obs`` (N, O), ``ret`` (N,).  Returns the mean loss (NaN if no step)."""
+    n = ret.shape[0]
+    mb = n // minibatches
+    losses = []
+    for _ in range(epochs):
+        perm = torch.randperm(n)
+        for start in range(0, mb * minibatches, mb):
+            idx = perm[start:start + mb]  # (M,)
+            loss = value_loss(agent.value(obs[idx]), ret[idx])
+            check_finite(update_index, value_loss=loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return sum(losses) / len(losses) if losses else math.nan
+
+
+def record_update(history: History, metrics: dict, rollout: Rollout, start_time: float,
+                  stop_at_return: float | None = None) -> bool:
+    """Append one update's row (step, time, recent episodes, reward statistics and ``metrics``)
+    and say whether training should stop: the mean of 20 consecutive finished episodes, the
+    last of them from this rollout, reached ``stop_at_return`` (``None``: never stop)."""
+    prev_step = history["global_step"][-1] if len(history) else 0
+    prev_time = history["time/elapsed"][-1] if len(history) else 0.0
+    elapsed = time.perf_counter() - start_time
     lengths = history.episodes["length"][-20:]
     row = {
-        "global_step": global_step,
-        "time/elapsed": time.perf_counter() - start_time,
+        "global_step": prev_step + rollout.rewards.numel(),
+        "time/elapsed": elapsed,
         "rollout/episodic_return": history.recent_return(20),
         "rollout/episode_length": sum(lengths) / len(lengths) if lengths else math.nan,
         "ppo/mean_reward": float(rollout.rewards.mean()),
         "ppo/reward_std": float(rollout.rewards.std()),
         **metrics,
-        "time/steps_per_second": steps_per_second,
+        "time/steps_per_second": rollout.rewards.numel() / max(elapsed - prev_time, 1e-9),
     }
     history.log_update(row)
+    if stop_at_return is None:
+        return False
+    steps = history.episodes["global_step"]
+    new = len(steps)
+    while new > 0 and steps[new - 1] > prev_step:  # episodes that ended in this rollout
+        new -= 1
+    return return_reached(history, stop_at_return, since=new)
 
 
 def return_reached(history: History, threshold: float, since: int = 0, window: int = 20) -> bool:

@@ -2,9 +2,11 @@
 
 Chapter 3, trust regions and TRPO.  TRPO maximises the importance-sampled surrogate
 
-.. math:: L(\\theta) = \\hat{\\mathbb E}_t\\Big[\\frac{\\pi_\\theta(a_t|s_t)}{\\pi_{old}(a_t|s_t)}\\hat A_t\\Big]
+.. math:: L(\\theta) = \\hat{\\mathbb E}_t\\Big[
+          \\frac{\\pi_\\theta(a_t|s_t)}{\\pi_{old}(a_t|s_t)}\\hat A_t\\Big]
           \\quad\\text{s.t.}\\quad \\bar D_{KL}(\\theta_{old}, \\theta)
-          = \\hat{\\mathbb E}_t\\big[KL(\\pi_{old}(\\cdot|s_t)\\,\\|\\,\\pi_\\theta(\\cdot|s_t))\\big] \\le \\delta
+          = \\hat{\\mathbb E}_t\\big[KL(\\pi_{old}(\\cdot|s_t)\\,\\|\\,
+          \\pi_\\theta(\\cdot|s_t))\\big] \\le \\delta
 
 (TRPO paper, eq. 14).  Linearising L and taking the KL to second order gives the natural
 gradient step :math:`\\theta = \\theta_{old} + \\beta s` with :math:`F s = g`, solved by conjugate
@@ -18,7 +20,6 @@ conjugate gradient, step size, line search), update step, training loop.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -27,19 +28,20 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.advantages import gae, whiten
 from minippo.history import History
 from minippo.nets import ActorCritic, adam
-from minippo.objectives import clipped_surrogate, value_loss
-from minippo.rollout import (Rollout, collect, policy_diagnostics, record_update, return_reached,
-                             start_training)
+from minippo.objectives import clipped_surrogate
+from minippo.rollout import (Rollout, RolloutConfig, collect, fit_value, policy_diagnostics,
+                             record_update, start_training)
 from minippo.utils import check_finite, check_range
 
 __all__ = [
     "TRPOConfig",
     "mean_kl",
+    "kl_gradient",
     "fisher_vector_product",
     "conjugate_gradient",
     "natural_step_size",
@@ -51,7 +53,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class TRPOConfig:
+class TRPOConfig(RolloutConfig):
     """TRPO on CartPole-v1.  Paper values where the paper gives one; sizes tuned for CartPole."""
 
     num_envs: int = 16  #: parallel environments B
@@ -61,7 +63,7 @@ class TRPOConfig:
     gae_lambda: float = 0.97  #: GAE lambda (Spinning Up's TRPO default; GAE paper uses 0.96-0.99)
     max_kl: float = 0.01  #: trust-region radius delta (TRPO paper, Section 8: 0.01)
     cg_iters: int = 10  #: conjugate-gradient iterations (TRPO paper, Appendix C: 10)
-    cg_damping: float = 0.1  #: Fisher damping lambda in (F + lambda I) (modular_rl / Spinning Up: 0.1)
+    cg_damping: float = 0.1  #: damping lambda in (F + lambda I) (modular_rl, Spinning Up: 0.1)
     backtrack_ratio: float = 0.5  #: step shrink factor per line-search try (Appendix C: 0.5)
     max_backtracks: int = 10  #: line-search tries (Spinning Up: 10)
     vf_lr: float = 1e-3  #: Adam learning rate of the value function (Spinning Up: 1e-3)
@@ -72,30 +74,17 @@ class TRPOConfig:
     orthogonal_init: bool = True  #: orthogonal initialisation (nets.layer_init)
 
     def __post_init__(self):
-        check_range("num_envs", self.num_envs, 1)
-        check_range("num_steps", self.num_steps, 1)
-        check_range("total_steps", self.total_steps, self.batch_size)
-        check_range("gamma", self.gamma, 0.0, 1.0)
+        self.check_rollout_fields()
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("max_kl", self.max_kl, 0.0, low_open=True)
         check_range("cg_iters", self.cg_iters, 1)
         check_range("cg_damping", self.cg_damping, 0.0)
-        check_range("backtrack_ratio", self.backtrack_ratio, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("backtrack_ratio", self.backtrack_ratio, 0.0, 1.0, low_open=True,
+                    high_open=True)
         check_range("max_backtracks", self.max_backtracks, 1)
         check_range("vf_lr", self.vf_lr, 0.0, low_open=True)
         check_range("vf_epochs", self.vf_epochs, 0)
         check_range("vf_minibatches", self.vf_minibatches, 1, self.batch_size)
-        if len(self.hidden_sizes) == 0 or any(h < 1 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes!r}")
-
-    @property
-    def batch_size(self) -> int:
-        """Samples per update, ``num_envs * num_steps``."""
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_steps // self.batch_size
 
 
 # --------------------------------------------------------------------------- objective
@@ -112,8 +101,23 @@ def mean_kl(policy: ActorCritic, obs: Tensor, old_dist: Distribution) -> Tensor:
 
 
 # --------------------------------------------------------------------------- estimator
-def fisher_vector_product(policy: ActorCritic, obs: Tensor, vector: Tensor,
-                          damping: float = 0.1) -> Tensor:
+def kl_gradient(policy: ActorCritic, obs: Tensor) -> Tensor:
+    r"""Flat :math:`\nabla_\theta \bar D_{KL}(\theta_{old}, \theta)` at
+    :math:`\theta = \theta_{old}`, kept with its graph so that it can be differentiated again
+    (it is zero, its derivative F is not).
+
+    Computed once per update and reused by every :func:`fisher_vector_product` of the CG loop.
+    """
+    params = policy.policy_parameters()
+    with torch.no_grad():
+        old_dist = policy.dist(obs)  # same parameters, no graph: KL is 0 with gradient 0 here
+    kl = mean_kl(policy, obs, old_dist)
+    grads = torch.autograd.grad(kl, params, create_graph=True)
+    return torch.cat([g.reshape(-1) for g in grads])  # (P,)
+
+
+def fisher_vector_product(policy: ActorCritic, obs: Tensor, vector: Tensor, damping: float = 0.1,
+                          grad_kl: Tensor | None = None) -> Tensor:
     r"""Damped Fisher-vector product :math:`(F + \lambda I)\,v` by double backpropagation.
 
     :math:`F = \nabla^2_\theta \bar D_{KL}(\theta_{old}, \theta)\big|_{\theta=\theta_{old}}`,
@@ -128,16 +132,14 @@ def fisher_vector_product(policy: ActorCritic, obs: Tensor, vector: Tensor,
         obs: (N, O) sampled states.
         vector: (P,) flat vector over the policy parameters.
         damping: :math:`\lambda \ge 0`, keeps CG stable where F is near singular.
+        grad_kl: :func:`kl_gradient` of ``policy`` on ``obs``, to reuse across calls
+            (computed here when ``None``).
     Returns:
         (P,) flat tensor.
     """
-    params = policy.policy_parameters()
-    with torch.no_grad():
-        old_dist = policy.dist(obs)  # same parameters, no graph: the KL is 0 with gradient 0 here
-    kl = mean_kl(policy, obs, old_dist)
-    grads = torch.autograd.grad(kl, params, create_graph=True)
-    grad_v = torch.cat([g.reshape(-1) for g in grads]) @ vector  # scalar (grad KL)^T v
-    hvp = torch.autograd.grad(grad_v, params)
+    if grad_kl is None:
+        grad_kl = kl_gradient(policy, obs)
+    hvp = torch.autograd.grad(grad_kl @ vector, policy.policy_parameters(), retain_graph=True)
     return torch.cat([h.reshape(-1) for h in hvp]) + damping * vector  # (P,)
 
 
@@ -148,7 +150,8 @@ def conjugate_gradient(Avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 
 
     Starting at :math:`x = 0`, residual :math:`r = b`, direction :math:`p = r`, repeat:
     :math:`\alpha = r^\top r / p^\top A p`, :math:`x \leftarrow x + \alpha p`,
-    :math:`r \leftarrow r - \alpha A p`, :math:`p \leftarrow r + (r_{new}^\top r_{new}/r^\top r)\,p`;
+    :math:`r \leftarrow r - \alpha A p`,
+    :math:`p \leftarrow r + (r_{new}^\top r_{new}/r^\top r)\,p`;
     stop after ``iters`` steps or when :math:`r^\top r <` ``tol``.  Exact after dim(b) steps in
     exact arithmetic.  Source: Nocedal & Wright (2006), Algorithm 5.2; TRPO paper, Appendix C.
     Chapter 3, trust regions and TRPO.
@@ -250,7 +253,8 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
     loss = clipped_surrogate(logp, logp_old, adv, None)  # -L(theta), eq. 14 (no clipping)
     check_finite(update_index, policy_loss=loss)
     g = -_flat_params(torch.autograd.grad(loss, params))  # (P,) gradient of L
-    Fvp = partial(fisher_vector_product, agent, obs, damping=config.cg_damping)
+    Fvp = partial(fisher_vector_product, agent, obs, damping=config.cg_damping,
+                  grad_kl=kl_gradient(agent, obs))
     step_dir = conjugate_gradient(Fvp, g, config.cg_iters)  # (P,) ~ F^-1 g
     beta = natural_step_size(step_dir, Fvp(step_dir), config.max_kl)
     with torch.no_grad():
@@ -261,26 +265,15 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
                                                  config.max_backtracks)
     policy_loss, kl_exact = evaluate(x_new)  # also leaves the policy at x_new
 
-    # Value function: Adam on 0.5 (V - R)^2 (GAE paper, Section 5, with Adam for the
-    # trust-region solver as in Spinning Up).
-    n = ret.shape[0]
-    mb = n // config.vf_minibatches
-    v_losses = []
-    for _ in range(config.vf_epochs):
-        perm = torch.randperm(n)
-        for start in range(0, mb * config.vf_minibatches, mb):
-            idx = perm[start:start + mb]
-            v_loss = value_loss(agent.value(obs[idx]), ret[idx])
-            check_finite(update_index, value_loss=v_loss)
-            optimizer.zero_grad(set_to_none=True)
-            v_loss.backward()
-            optimizer.step()
-            v_losses.append(v_loss.item())
+    # Value function: Adam on 0.5 (V - R)^2 (GAE paper, Section 5, with Adam for the paper's
+    # trust-region solver, as in Spinning Up).
+    v_loss = fit_value(agent, optimizer, obs, ret, config.vf_epochs, config.vf_minibatches,
+                       update_index)
 
     metrics = policy_diagnostics(agent, obs, actions, logp_old, batch["values"], ret)
     metrics.update({
         "ppo/policy_loss": policy_loss,
-        "ppo/value_loss": sum(v_losses) / len(v_losses) if v_losses else math.nan,
+        "ppo/value_loss": v_loss,
         "ppo/mean_advantage": float(adv.mean()),
         "trpo/mean_kl": kl_exact,
         "trpo/backtracks": float(backtracks),
@@ -300,14 +293,10 @@ def train(config: TRPOConfig = TRPOConfig(), env=None, *, seed: int = 0, progres
     start = time.perf_counter()  # the clock includes building the env and the network
     env, obs, agent, history = start_training(config, env, seed)
     optimizer = adam(agent.value_parameters(), config.vf_lr)
-    global_step = 0
     for i in tqdm(range(1, config.num_updates + 1), desc="TRPO", disable=not progress):
-        t0, seen = time.perf_counter(), len(history.episodes["return"])
-        rollout, obs = collect(env, agent, obs, config.num_steps, history, global_step, start)
-        global_step += rollout.rewards.numel()
+        rollout, obs = collect(env, agent, obs, config.num_steps, history,
+                               (i - 1) * config.batch_size, start)
         metrics = update(agent, optimizer, rollout, config, update_index=i)
-        sps = rollout.rewards.numel() / (time.perf_counter() - t0)
-        record_update(history, metrics, global_step, start, rollout, sps)
-        if stop_at_return is not None and return_reached(history, stop_at_return, seen):
+        if record_update(history, metrics, rollout, start, stop_at_return):
             break
     return agent, history

@@ -104,3 +104,13 @@ def test_from_env_and_orthogonal_init_switch():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ActorCritic(4, **kwargs)
+
+
+def test_policy_terms_match_torch_distributions():
+    torch.manual_seed(0)
+    ac = ActorCritic(4, num_actions=3, orthogonal_init=False)
+    obs, action = torch.randn(9, 4), torch.randint(0, 3, (9,))
+    logp, ent = ac.policy_terms(obs, action)
+    d = Categorical(logits=ac.actor(obs))
+    torch.testing.assert_close(logp, d.log_prob(action))
+    torch.testing.assert_close(ent, d.entropy())

@@ -17,7 +17,8 @@ def fake_history(seed=0, n=12):
     h = History()
     for i in range(n):
         step = (i + 1) * 256
-        h.log_episodes(step, 0.1 * i, [20.0 + 10 * i + seed, 25.0 + 10 * i], [20 + 10 * i, 25 + 10 * i])
+        h.log_episodes(step, 0.1 * i, [20.0 + 10 * i + seed, 25.0 + 10 * i],
+                       [20 + 10 * i, 25 + 10 * i])
         h.log_update({
             "global_step": step, "time/elapsed": 0.1 * i,
             "rollout/episodic_return": h.recent_return(),
