@@ -172,3 +172,13 @@ def test_learning_on_the_code_task():
     assert gain >= 0.20
     assert 0 < after["rlhf/kl_to_ref"] < 5.0
     assert max(history["rlhf/logprob_mismatch"]) < 1e-4
+
+
+def test_train_leaves_the_given_reference_trainable(policy):
+    """The reference is frozen as a copy: a caller's SFT model must stay usable as a policy later."""
+    reference = copy.deepcopy(policy)
+    before = [p.detach().clone() for p in reference.parameters()]
+    train(copy.deepcopy(policy), PROMPTS, length_reward, small_config(iterations=1), reference=reference,
+          seed=0, progress=False)
+    assert all(p.requires_grad for p in reference.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, reference.parameters()))

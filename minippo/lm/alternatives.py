@@ -236,7 +236,8 @@ def _group_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenize
 def _start(policy: GPT, reference: GPT | None, learning_rate: float, seed: int, tokenizer: CharTokenizer | None):
     """Seed, freeze the reference (default: a copy of the policy), build the optimizer and the generator."""
     set_seed(seed)
-    reference = reference if reference is not None else copy.deepcopy(policy)
+    # a frozen copy: freezing the caller's model in place would stop it training later
+    reference = copy.deepcopy(reference if reference is not None else policy)
     reference.eval().requires_grad_(False)
     optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate, eps=1e-5)
     return tokenizer or CharTokenizer(), reference, optimizer, torch.Generator().manual_seed(seed)

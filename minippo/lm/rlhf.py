@@ -355,7 +355,8 @@ def train(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config: RLHF
     prompts = list(prompts)
     if not prompts:
         raise ValueError("prompts must not be empty")
-    reference = reference if reference is not None else copy.deepcopy(policy)
+    # a frozen copy: freezing the caller's model in place would stop it training later
+    reference = copy.deepcopy(reference if reference is not None else policy)
     reference.eval().requires_grad_(False)
     critic = copy.deepcopy(policy) if config.separate_critic else None
     modules = [policy] + ([critic] if critic is not None else [])
