@@ -129,6 +129,14 @@ def test_no_stored_outputs(notebook):
     assert "widgets" not in nb.metadata, f"{path.name} stores widget state: clear outputs"
 
 
+def test_no_control_characters(notebook):
+    """A JSON escape such as ``\\b`` in ``$\\beta$`` silently becomes a backspace and breaks the math."""
+    path, nb = notebook
+    for i, cell in enumerate(nb.cells):
+        bad = re.findall(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", cell.source)
+        assert not bad, f"{path.name}, cell {i} contains control characters {bad!r}: write \\\\beta, not \\beta"
+
+
 def test_notebook_is_valid_nbformat_with_python_kernel(notebook):
     path, nb = notebook
     nbformat.validate(nb)
