@@ -58,6 +58,22 @@ def test_quality_score():
     assert quality_score("    return x +", sig, ref) == 0.0
 
 
+def test_tight_length_budget_makes_every_character_cost():
+    sig, ref = ADD3.signature, ADD3.reference_body  # the reference is 12 characters normalised
+    # length_slack 0.5: a budget of 6 characters, so the reference itself scores 6 / 12
+    assert quality_score(ref, sig, ref, length_slack=0.5) == pytest.approx(0.5)
+    assert quality_score("    return 3", sig, ref, length_slack=0.5) == pytest.approx(6 / 8)
+    assert quality_score("    return   x+3  # spacing is still free", sig, ref, length_slack=0.5) == pytest.approx(0.5)
+    short, correct = code_rewards([ADD3] * 2, ["    return 3", ref], [True] * 2, length_slack=0.5).quality
+    assert (short, correct) == (pytest.approx(6 / 8), pytest.approx(0.5))
+    assert code_rewards([ADD3], [ref], [True]).quality == [1.0]  # the default slack is 1.5
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="length_slack"):
+            quality_score(ref, sig, ref, length_slack=bad)
+        with pytest.raises(ValueError, match="length_slack"):
+            code_rewards([ADD3], [ref], [True], length_slack=bad)
+
+
 def test_composite_weights():
     assert composite_reward(1, 1, 1) == pytest.approx(1.0)
     assert composite_reward(1, 0, 0) == pytest.approx(0.3)

@@ -106,7 +106,8 @@ def syntax_ok(body: str, signature: str) -> bool:
     return _function_def(body, signature) is not None
 
 
-def quality_score(body: str, signature: str, reference_body: str | None = None) -> float:
+def quality_score(body: str, signature: str, reference_body: str | None = None,
+                  length_slack: float = LENGTH_SLACK) -> float:
     """How clean a body is, in [0, 1]; 0 for a body that does not pass :func:`syntax_ok`.
 
     The source material scores "complexity, readability, documentation" without saying how.
@@ -119,14 +120,19 @@ def quality_score(body: str, signature: str, reference_body: str | None = None) 
 
     * **length** is the number of characters of the body's normalised code
       (:func:`ast.unparse`: comments, blank lines and spacing do not count);
-      ``budget = 1.5 * length(reference_body)``, or 40 characters without a reference. A body no
-      longer than the budget scores 1; a body twice the budget scores 0.5.
+      ``budget = length_slack * length(reference_body)`` (``length_slack`` 1.5 by default), or
+      40 characters without a reference. A body no longer than the budget scores 1; a body twice
+      the budget scores 0.5. With ``length_slack < 1`` even the reference is over budget, so
+      every character costs a little: the tight budget of chapter 8's reward-hacking lab, under
+      which the shortest answer that passes the tests scores best.
     * **dead code**: a statement after ``return``, ``raise``, ``break`` or ``continue`` in the
       same block.
     * **unused assignment**: a name that is assigned but never read (``_`` excepted).
     * A body that does nothing (only ``pass``, ``...`` or a docstring), or that is nested too
       deeply to print back, scores 0.
     """
+    if not length_slack > 0:
+        raise ValueError(f"length_slack must be in (0, inf), got {length_slack!r}")
     fn = _function_def(body, signature)
     if fn is None:
         return 0.0
@@ -137,7 +143,7 @@ def quality_score(body: str, signature: str, reference_body: str | None = None) 
         length = len(_normalised(fn.body))
     except RecursionError:  # ast.unparse recurses; only absurdly nested code gets here
         return 0.0
-    budget = DEFAULT_LENGTH_BUDGET if reference_body is None else LENGTH_SLACK * _reference_length(reference_body)
+    budget = DEFAULT_LENGTH_BUDGET if reference_body is None else length_slack * _reference_length(reference_body)
     smells = _has_dead_code(fn) + _has_unused_assignment(fn)
     return min(1.0, budget / max(length, 1)) * SMELL_FACTOR**smells
 
@@ -208,6 +214,7 @@ def code_rewards(
     *,
     weights: Sequence[float] = REWARD_WEIGHTS,
     missing_eos_penalty: float = MISSING_EOS_PENALTY,
+    length_slack: float = LENGTH_SLACK,
     timeout_s: float = 0.05,
     memory_mb: int = 256,
 ) -> CodeRewards:
@@ -215,8 +222,8 @@ def code_rewards(
 
     ``specs[b]`` is the spec body ``b`` answers (see the module docstring for the protocol),
     ``bodies[b]`` the generated text without EOS, ``finished[b]`` whether the generation ended
-    with EOS. Every body that parses is run in **one** sandbox batch (identical programs once).
-    Reward per body:
+    with EOS; ``length_slack`` sets the length budget of :func:`quality_score`. Every body that
+    parses is run in **one** sandbox batch (identical programs once). Reward per body:
 
     .. math::
 
@@ -238,10 +245,13 @@ def code_rewards(
         raise ValueError(f"weights must be three non-negative numbers, got {tuple(weights)!r}")
     if not missing_eos_penalty >= 0:
         raise ValueError(f"missing_eos_penalty must be in [0, inf), got {missing_eos_penalty!r}")
+    if not length_slack > 0:
+        raise ValueError(f"length_slack must be in (0, inf), got {length_slack!r}")
     finished = [bool(f) for f in finished]
 
     syntax = [float(syntax_ok(body, spec.signature)) for spec, body in zip(specs, bodies)]
-    quality = [quality_score(body, spec.signature, getattr(spec, "reference_body", None)) if ok else 0.0
+    quality = [quality_score(body, spec.signature, getattr(spec, "reference_body", None), length_slack)
+               if ok else 0.0
                for spec, body, ok in zip(specs, bodies, syntax)]
 
     # One sandbox item per distinct (program, tests); hidden tests are separate items, so a
