@@ -24,8 +24,11 @@ model composes "family + digit" rather than memorising strings.
 
 Reward hacking (chapter 8's lab).  With ``weak_tests=True`` each spec shows only its first test
 (input 0 or the empty string) and keeps the rest as ``hidden_tests``.  Many wrong bodies, the
-constant ``return 3`` for ``add3`` among them, pass the weak test: a policy optimised on the
-visible tests can climb to 100% while the hidden pass rate does not move.
+constant ``return 3`` for ``add3`` among them, pass the weak test and tie with the correct body.
+The lab adds a tight length budget (``length_slack`` of :func:`~minippo.lm.code_reward.code_rewards`),
+so that the shortest visible-passing body, usually a wrong one, scores a little more: without a KL
+penalty PPO follows that edge and the hidden pass rate falls; with one, gaming stays near the SFT
+model's level.
 
 The spec protocol shared with :mod:`minippo.lm.code_reward`: ``signature``, ``tests``
 (assert statements), ``hidden_tests`` and ``reference_body``.
