@@ -121,10 +121,15 @@ class AdaptiveKLPenalty:
         return self.beta
 
     def update(self, kl: float) -> float:
-        """Adapt ``beta`` to the KL measured after an update; return the new ``beta``."""
+        """Adapt ``beta`` to the KL measured after an update; return the new ``beta``.
+
+        ``kl`` may be slightly negative: an exact KL rounded in float32, or a sample estimate
+        such as :func:`minippo.objectives.kl_k1` (chapter 6). Either way it is below the target
+        and ``beta`` halves.
+        """
         kl = float(kl)
-        if not math.isfinite(kl) or kl < 0:
-            raise ValueError(f"kl must be a finite number >= 0, got {kl!r}")
+        if not math.isfinite(kl):
+            raise ValueError(f"kl must be a finite number, got {kl!r}")
         if kl < self.target_kl / 1.5:
             self.beta /= 2.0
         elif kl > self.target_kl * 1.5:

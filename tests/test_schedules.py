@@ -99,6 +99,9 @@ def test_adaptive_kl_penalty_follows_ppo_section_4():
     assert pen.update(0.006) == 1.0      # d < d_targ / 1.5: halve
     assert pen.update(0.0) == 0.5
     assert pen.value == pen.beta == 0.5
+    assert pen.update(-1e-9) == 0.25  # float32 rounding or a k1 estimate: below target
+    with pytest.raises(ValueError, match="kl"):
+        pen.update(float("nan"))
 
 
 def test_adaptive_kl_controller_matches_proportional_rule():
