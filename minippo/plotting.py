@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minippo.history import History
+from minippo.utils import check_range
 
 __all__ = ["dashboard", "plot_seeds", "heatmap"]
 
@@ -87,20 +88,30 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
 
 
 def plot_seeds(runs: dict[str, list[History]], metric: str = "rollout/episodic_return",
-               x: str = "global_step", ax=None, errorbar="sd"):
+               x: str = "global_step", ax=None, errorbar="sd", grid_points: int = 100):
     """Mean over seeds with a band (seaborn ``lineplot``; ``errorbar="sd"``: ± one standard
     deviation), one line per label of ``runs`` (label -> list of histories, one per seed).
 
-    Runs of one config log the same ``global_step`` values, so seeds are aligned on them.
-    Returns the Axes.
+    Runs of one config log the same ``global_step`` values, so seeds are aligned on them. Where
+    the seeds of a run do not share their ``x`` values (``x="time/elapsed"``), each seed is
+    interpolated linearly onto ``grid_points`` common points spanning the range all seeds cover,
+    so the band is taken across seeds at equal ``x``. Returns the Axes.
     """
     import pandas as pd
     import seaborn as sns
 
+    check_range("grid_points", grid_points, 2)
     rows = []
     for label, histories in runs.items():
-        for seed, h in enumerate(histories):
-            frame = pd.DataFrame({x: h.updates[x], "value": h.updates[metric]}).dropna()
+        frames = [pd.DataFrame({x: h.updates[x], "value": h.updates[metric]}).dropna().sort_values(x)
+                  for h in histories]
+        if any(not np.array_equal(f[x].to_numpy(), frames[0][x].to_numpy()) for f in frames):
+            lo, hi = max(f[x].min() for f in frames), min(f[x].max() for f in frames)
+            if not lo < hi:
+                raise ValueError(f"the seeds of run {label!r} share no range of {x!r} to align them on")
+            grid = np.linspace(lo, hi, grid_points)
+            frames = [pd.DataFrame({x: grid, "value": np.interp(grid, f[x], f["value"])}) for f in frames]
+        for seed, frame in enumerate(frames):
             frame["run"], frame["seed"] = label, seed
             rows.append(frame)
     data = pd.concat(rows, ignore_index=True)

@@ -78,6 +78,27 @@ def test_plot_seeds_one_line_and_band_per_run():
     assert labels == ["clipped", "unclipped"]
 
 
+def test_plot_seeds_aligns_seeds_on_wall_time():
+    runs = {"ppo": []}
+    for s in range(3):  # each seed logs its own times: no x value is shared
+        h = fake_history(s)
+        h.updates["time/elapsed"] = [t * (1 + 0.1 * s) + 0.01 * s for t in h.updates["time/elapsed"]]
+        runs["ppo"].append(h)
+    ax = plot_seeds(runs, metric="ppo/clip_fraction", x="time/elapsed", grid_points=20)
+    assert ax.get_xlabel() == "time/elapsed"
+    x, y = ax.lines[0].get_xdata(), ax.lines[0].get_ydata()
+    assert len(x) == 20 and x[0] == pytest.approx(0.02) and x[-1] == pytest.approx(1.1)  # the common range
+    assert y == pytest.approx([0.06] * 20)  # the mean of 0.05, 0.06, 0.07 at every point
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.05) and band.max() == pytest.approx(0.07)  # ± one sd across seeds
+    with pytest.raises(ValueError, match="grid_points"):
+        plot_seeds(runs, x="time/elapsed", grid_points=1)
+    far = fake_history(9)
+    far.updates["time/elapsed"] = [t + 100 for t in far.updates["time/elapsed"]]
+    with pytest.raises(ValueError, match="share no range"):
+        plot_seeds({"ppo": [runs["ppo"][0], far]}, x="time/elapsed")
+
+
 def test_heatmap_pivots_and_averages():
     frame = pd.DataFrame({"lr": [1e-3, 1e-3, 3e-3, 3e-3, 1e-3], "epochs": [4, 8, 4, 8, 4],
                           "seconds": [1.0, 2.0, 3.0, 4.0, 3.0]})
