@@ -33,7 +33,9 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
               clip_eps: float = 0.2, window: int = 20):
     """The 2x3 training dashboard: return, policy loss, value loss, KL, clip fraction, return std.
 
-    * return: every finished episode (dots) and the mean of the last ``window`` (line);
+    * return: every finished episode (dots) and the mean of the last ``window`` (line), one
+      point per update: episodes that finish in the same update share its step (all the
+      responses of an RLHF batch do), and the line shows the value after the update's last;
     * policy and value loss per update;
     * ``ppo/kl_divergence`` (k3 estimate of KL(old || new) per update) with a dashed line at
       ``target_kl`` (default: the run's ``config.target_kl``, or TRPO's ``config.max_kl``);
@@ -50,10 +52,11 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
     x = _column(history, "global_step")
     ep_x = np.asarray(history.episodes["global_step"], dtype=float)
     ep_r = np.asarray(history.episodes["return"], dtype=float)
+    last = np.r_[ep_x[1:] != ep_x[:-1], True] if len(ep_x) else np.zeros(0, dtype=bool)  # last episode of each step
 
     ax_ret.scatter(ep_x, ep_r, s=4, alpha=0.25, color="tab:blue", label="episode")
     if len(ep_r):
-        ax_ret.plot(ep_x, _rolling(ep_r, window, np.mean), color="tab:blue",
+        ax_ret.plot(ep_x[last], _rolling(ep_r, window, np.mean)[last], color="tab:blue",
                     label=f"mean of last {window}")
     ax_ret.set(title="Episodic return", ylabel="return (reward per episode)")
     ax_ret.legend(loc="lower right", fontsize="small")
@@ -69,14 +72,14 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
     if target_kl is not None:
         ax_kl.axhline(target_kl, color="black", linestyle="--", label=f"target {target_kl:g}")
     ax_kl.set(title="KL divergence per update", ylabel="KL (nats)")
-    ax_kl.legend(loc="upper right", fontsize="small")
+    ax_kl.legend(loc="best", fontsize="small")  # "best" also avoids the target line
 
     ax_cf.plot(x, _column(history, "ppo/clip_fraction"), color="tab:orange")
     ax_cf.set(title=f"Clip fraction (ε = {clip_eps:g})", ylabel="fraction of samples clipped",
               ylim=(0, None))
 
     if len(ep_r):
-        ax_std.plot(ep_x, _rolling(ep_r, window, np.std), color="tab:gray")
+        ax_std.plot(ep_x[last], _rolling(ep_r, window, np.std)[last], color="tab:gray")
     ax_std.set(title=f"Return std (last {window} episodes)", ylabel="std of return")
 
     for ax in axes.flat:

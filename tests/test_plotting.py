@@ -6,6 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -48,6 +49,19 @@ def test_dashboard_panels_titles_and_labels():
     assert list(kl.lines[0].get_ydata()) == pytest.approx([0.001 * (i % 4) for i in range(12)])
     assert fig._suptitle.get_text() == "PPO on CartPole"
     assert len(axes[0].collections) == 1 and len(axes[0].lines) == 1  # episodes + rolling mean
+
+
+def test_dashboard_return_line_has_one_point_per_update():
+    h = History()  # an RLHF-like run: four responses finish at each update's step
+    for i in range(3):
+        h.log_episodes(100 * (i + 1), 0.0, [float(4 * i + j) for j in range(4)], [5] * 4)
+        h.log_update({"global_step": 100 * (i + 1), "time/elapsed": 0.0})
+    fig = dashboard(h, window=6)
+    line, std = fig.axes[0].lines[0], fig.axes[5].lines[0]
+    assert list(line.get_xdata()) == [100, 200, 300]
+    # after each update: the mean of the last 6 returns of 0, 1, ..., 11
+    assert list(line.get_ydata()) == pytest.approx([1.5, 4.5, 8.5])
+    assert list(std.get_ydata()) == pytest.approx([np.std([0, 1, 2, 3]), np.std(range(2, 8)), np.std(range(6, 12))])
 
 
 def test_dashboard_reads_target_from_config_and_handles_missing_metrics():
