@@ -182,3 +182,21 @@ def test_train_leaves_the_given_reference_trainable(policy):
           seed=0, progress=False)
     assert all(p.requires_grad for p in reference.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, reference.parameters()))
+
+
+def test_pretrained_sft_cache_returns_the_same_model_and_history(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIPPO_CACHE", str(tmp_path))
+    corpus = make_task().corpus[:16]
+    config = SFTConfig(steps=6, batch_size=4, warmup_steps=1, model=GPTConfig(n_layer=1, n_embd=16, n_head=2))
+    trained, history = pretrained_sft(corpus, config, seed=0, progress=False)
+    assert len(list(tmp_path.iterdir())) == 1 and len(history["sft/loss"]) == 6
+    cached, cached_history = pretrained_sft(corpus, config, seed=0, progress=False)
+    assert cached is not trained
+    for (name, p), (_, q) in zip(trained.state_dict().items(), cached.state_dict().items()):
+        assert torch.equal(p, q), name
+    assert cached_history.updates == history.updates and cached_history.config == config
+    again, again_history = pretrained_sft(corpus, config, seed=0, cache=False, progress=False)  # retrains
+    assert all(torch.equal(p, q) for p, q in zip(again.state_dict().values(), trained.state_dict().values()))
+    assert again_history["sft/loss"] == history["sft/loss"]
+    pretrained_sft(corpus, config, seed=1, progress=False)  # another seed, another file
+    assert len(list(tmp_path.iterdir())) == 2

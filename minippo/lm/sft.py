@@ -158,25 +158,27 @@ def cache_dir() -> str:
 
 def pretrained_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfig(),
                    tokenizer: CharTokenizer | None = None, *, seed: int = 0, cache: bool = True,
-                   progress: bool = True) -> tuple[GPT, History | None]:
+                   progress: bool = True) -> tuple[GPT, History]:
     """:func:`train_sft`, or the cached result of the same call.
 
     The cache key hashes the examples, the config, the seed and the torch version, so a cached
-    model is exactly the model this call would train.  Returns ``(model, history)``; ``history``
-    is ``None`` when the model came from the cache.  ``cache=False`` always trains.
+    model is exactly the model this call would train.  Returns ``(model, history)``; the cache
+    keeps the training history with the weights, so a cached call returns the same curves
+    (``history.config`` is ``config``).  ``cache=False`` always trains.
     """
     tokenizer = tokenizer or CharTokenizer()
-    fingerprint = repr((examples, config, seed, tokenizer.chars, torch.__version__))
+    fingerprint = repr(("sft-cache-v2", examples, config, seed, tokenizer.chars, torch.__version__))
     key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
     path = os.path.join(cache_dir(), f"sft-{key}.pt")
     if cache and os.path.exists(path):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         model = GPT(config.model)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval(), None
+        model.load_state_dict(saved["model"])
+        return model.eval(), History(updates=saved["updates"], episodes=saved["episodes"], config=config)
     model, history = train_sft(examples, config, tokenizer, seed=seed, progress=progress)
     if cache:
         os.makedirs(cache_dir(), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
-        torch.save(model.state_dict(), tmp)
+        torch.save({"model": model.state_dict(), "updates": history.updates, "episodes": history.episodes}, tmp)
         os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
     return model, history
