@@ -191,8 +191,9 @@ def entropy_bonus(entropy: Tensor, *, mask: Tensor | None = None) -> Tensor:
 def kl_k1(logp_q: Tensor, logp_p: Tensor) -> Tensor:
     r"""Per-sample estimate :math:`k_1 = -\log r` of :math:`KL(q\|p)`, x ~ q.
 
-    With :math:`\log r = \log p(x) - \log q(x)`. Unbiased, but high variance and negative for
-    about half the samples. RLHF's per-token KL penalty (Ziegler et al. 2019; TRL) is this one.
+    With :math:`\log r = \log p(x) - \log q(x)`. Unbiased, but high variance, and negative for
+    every sample with :math:`p(x) > q(x)` (how many depends on the pair; chapter 6 measures it).
+    RLHF's per-token KL penalty (Ziegler et al. 2019; TRL) is this one.
     Source: J. Schulman, "Approximating KL Divergence" (2020). Chapter 3, trust regions and TRPO.
 
     Args:
@@ -218,7 +219,9 @@ def kl_k3(logp_q: Tensor, logp_p: Tensor) -> Tensor:
     r"""Per-sample estimate :math:`k_3 = (r - 1) - \log r` of :math:`KL(q\|p)`, x ~ q.
 
     Unbiased (:math:`\mathbb E_q[r - 1] = 0`) and never negative (:math:`\log r \le r - 1`),
-    with low variance: the estimator behind ``ppo/kl_divergence`` (CleanRL's ``approx_kl``,
+    with low variance while :math:`r = p/q` stays moderate; where p puts mass that q rarely
+    samples, a rare large :math:`r` makes it heavy-tailed, and a typical batch underestimates
+    (chapter 6 measures both). The estimator behind ``ppo/kl_divergence`` (CleanRL's ``approx_kl``,
     ``kl_k3(logp_old, logp)``) and GRPO's KL term.
     Source: J. Schulman, "Approximating KL Divergence" (2020). Chapter 3, trust regions and TRPO.
     """

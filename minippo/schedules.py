@@ -43,8 +43,9 @@ def linear_anneal(step: int, total: int, start: float, end: float = 0.0) -> floa
 
     .. math:: \eta_k = \eta_{start} + (\eta_{end} - \eta_{start})\,\min(k, K)/K
 
-    With ``end=0`` this is the learning-rate annealing of the PPO paper's Atari and MuJoCo
-    settings (Schulman et al. 2017, Tables 3-5: "linearly annealed from 1 to 0") and CleanRL's
+    With ``end=0`` this is the learning-rate annealing of the PPO paper's Atari setting
+    (Schulman et al. 2017, Table 5: "linearly annealed from 1 to 0"; its MuJoCo Table 3 keeps the
+    step size constant, OpenAI Baselines' ``ppo2`` anneals it there too) and CleanRL's
     ``anneal_lr`` (``frac = 1 - (iteration - 1) / num_iterations``); it equals
     ``torch.optim.lr_scheduler.LinearLR(start_factor=1, end_factor=end/start, total_iters=total)``.
     Chapter 5, PPO in practice.

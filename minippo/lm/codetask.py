@@ -11,12 +11,13 @@ Why RL has something to do.  The supervised corpus (:func:`sft_corpus`) imitates
 programmer: per spec it mixes correct bodies, the family's *typical mistake* (``k - x`` for
 ``x - k``, ``x / k`` for ``x // k``), other wrong-but-valid bodies (off-by-one digit, a constant,
 the identity) and broken bodies (syntax errors).  A model trained on it samples each kind about
-as often as the corpus shows it, so after SFT roughly 85% of samples parse and 40-50% pass the
-tests (the source material's starting point was "syntax 85%, tests 70%").  In the *hard*
-families (``sub``, ``div``, ``last``) the mistake is more than twice as frequent as the correct
-body, so even greedy decoding is wrong there (elsewhere greedy decoding is mostly right: the
-most likely first character is shared by several kinds of body).  The reward separates the
-kinds; RL moves the probability.
+as often as the corpus shows it, so after SFT roughly 85% of samples parse and about half of
+the tests pass (the source material's starting point was "syntax 85%, tests 70%").  In the
+*hard* families (``sub``, ``div``, ``last``) the mistake is more than twice as frequent as the
+correct body, so most samples there are wrong; greedy decoding is right more often than
+sampling (chapter 8 measures both), because greedy decoding picks the likeliest character at
+each step, not the likeliest whole body.  The reward separates the kinds; RL moves the
+probability.
 
 Generalisation.  Some ``(family, digit)`` pairs are held out of the corpus (:func:`split_specs`);
 every family and every digit still appears in training, so the held-out specs test whether the
