@@ -16,20 +16,17 @@ Order of the file: config, objective, estimator, update step, training loop.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.advantages import gae, whiten
 from minippo.history import History
 from minippo.nets import ActorCritic, adam
 from minippo.objectives import entropy_bonus, policy_gradient_loss, value_loss
-from minippo.rollout import (Rollout, RolloutConfig, collect, policy_diagnostics, record_update,
-                             start_training)
+from minippo.rollout import Rollout, RolloutConfig, policy_diagnostics, run_training
 from minippo.utils import check_finite, check_range
 
 __all__ = ["A2CConfig", "a2c_loss", "update", "train"]
@@ -116,13 +113,8 @@ def train(config: A2CConfig = A2CConfig(), env=None, *, seed: int = 0, progress:
     Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
     finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
     """
-    start = time.perf_counter()  # the clock includes building the env and the network
-    env, obs, agent, history = start_training(config, env, seed)
-    optimizer = adam(agent.parameters(), config.lr)
-    for i in tqdm(range(1, config.num_updates + 1), desc="A2C", disable=not progress):
-        rollout, obs = collect(env, agent, obs, config.num_steps, history,
-                               (i - 1) * config.batch_size, start)
-        metrics = update(agent, optimizer, rollout, config, update_index=i)
-        if record_update(history, metrics, rollout, start, stop_at_return):
-            break
-    return agent, history
+    def make_update(agent):
+        optimizer = adam(agent.parameters(), config.lr)
+        return lambda rollout, i: update(agent, optimizer, rollout, config, update_index=i)
+
+    return run_training(config, env, seed, "A2C", make_update, progress, stop_at_return)

@@ -15,13 +15,11 @@ training loop.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo import schedules
 from minippo.advantages import gae, whiten
@@ -29,8 +27,7 @@ from minippo.history import History
 from minippo.nets import ActorCritic, adam
 from minippo.objectives import (clipped_surrogate, clipped_value_loss, entropy_bonus, kl_k3,
                                 value_loss)
-from minippo.rollout import (Rollout, RolloutConfig, collect, policy_diagnostics, record_update,
-                             start_training)
+from minippo.rollout import Rollout, RolloutConfig, policy_diagnostics, run_training
 from minippo.utils import check_finite, check_range
 
 __all__ = ["PPOConfig", "ppo_loss", "advantages_and_returns", "update", "train"]
@@ -204,15 +201,14 @@ def train(config: PPOConfig = PPOConfig(), env=None, *, seed: int = 0, progress:
     Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
     finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
     """
-    start = time.perf_counter()  # the clock includes building the env and the network
-    env, obs, agent, history = start_training(config, env, seed)
-    optimizer = adam(agent.parameters(), config.lr, config.adam_eps)
-    for i in tqdm(range(1, config.num_updates + 1), desc="PPO", disable=not progress):
-        rollout, obs = collect(env, agent, obs, config.num_steps, history,
-                               (i - 1) * config.batch_size, start)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, i - 1)
-        metrics = update(agent, optimizer, rollout, config, update_index=i)
-        if record_update(history, metrics, rollout, start, stop_at_return):
-            break
-    return agent, history
+    def make_update(agent):
+        optimizer = adam(agent.parameters(), config.lr, config.adam_eps)
+
+        def step(rollout, i):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, i - 1)
+            return update(agent, optimizer, rollout, config, update_index=i)
+
+        return step
+
+    return run_training(config, env, seed, "PPO", make_update, progress, stop_at_return)

@@ -22,20 +22,17 @@ Order of the file: config, objective (the policy-gradient loss lives in
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor
-from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.advantages import lambda_returns, reward_to_go, whiten
 from minippo.history import History
 from minippo.nets import ActorCritic, adam
 from minippo.objectives import policy_gradient_loss
-from minippo.rollout import (Rollout, RolloutConfig, collect, fit_value, policy_diagnostics,
-                             record_update, start_training)
+from minippo.rollout import Rollout, RolloutConfig, fit_value, policy_diagnostics, run_training
 from minippo.utils import check_finite, check_range
 
 __all__ = ["ReinforceConfig", "returns_and_advantages", "update", "train"]
@@ -130,15 +127,10 @@ def train(config: ReinforceConfig = ReinforceConfig(), env=None, *, seed: int = 
     Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
     finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
     """
-    start = time.perf_counter()  # the clock includes building the env and the network
-    env, obs, agent, history = start_training(config, env, seed)
-    optimizer = adam(agent.policy_parameters(), config.lr)
-    value_optimizer = adam(agent.value_parameters(), config.vf_lr)
-    for i in tqdm(range(1, config.num_updates + 1), desc="REINFORCE", disable=not progress):
-        rollout, obs = collect(env, agent, obs, config.num_steps, history,
-                               (i - 1) * config.batch_size, start)
-        metrics = update(agent, optimizer, rollout, config, value_optimizer=value_optimizer,
-                         update_index=i)
-        if record_update(history, metrics, rollout, start, stop_at_return):
-            break
-    return agent, history
+    def make_update(agent):
+        optimizer = adam(agent.policy_parameters(), config.lr)
+        value_optimizer = adam(agent.value_parameters(), config.vf_lr)
+        return lambda rollout, i: update(agent, optimizer, rollout, config,
+                                         value_optimizer=value_optimizer, update_index=i)
+
+    return run_training(config, env, seed, "REINFORCE", make_update, progress, stop_at_return)

@@ -13,17 +13,20 @@ tensors.  The one subtle quantity is ``next_values``, the value of the state tha
 Merging the two (CleanRL's ``logical_or``, SB3 issue 633) teaches the agent that reaching the time
 limit is a disaster.  Chapter 2, value functions and GAE.
 
-The file also holds the small pieces of training-loop plumbing that REINFORCE, A2C, TRPO and PPO
-share: the diagnostics every update reports and the row each update appends to the history.
+The file also holds the training-loop plumbing that REINFORCE, A2C, TRPO and PPO share: the
+loop itself (:func:`run_training`: collect a rollout, update, log, stop), the diagnostics every
+update reports and the row each update appends to the history.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import torch
 from torch import Tensor
+from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.envs import CartPole
 from minippo.history import History
@@ -32,7 +35,7 @@ from minippo.objectives import clip_fraction, explained_variance, kl_k3, value_l
 from minippo.utils import check_finite, check_range, set_seed
 
 __all__ = ["RolloutConfig", "Rollout", "collect", "policy_diagnostics", "fit_value",
-           "start_training", "record_update", "return_reached"]
+           "start_training", "run_training", "record_update", "return_reached"]
 
 
 class RolloutConfig:
@@ -252,3 +255,25 @@ def start_training(config, env=None, seed: int = 0) -> tuple[object, Tensor, Act
     agent = ActorCritic.from_env(env, hidden=tuple(config.hidden_sizes),
                                  orthogonal_init=config.orthogonal_init)
     return env, obs, agent, History(config=config)
+
+
+def run_training(config, env, seed: int, name: str, make_update: Callable, progress: bool = True,
+                 stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
+    """The training loop of REINFORCE, A2C, TRPO and PPO: ``config.num_updates`` times, collect
+    ``config.num_steps`` steps from every environment, update, log the update's row, and stop
+    early once the mean of 20 finished episodes reaches ``stop_at_return``.
+
+    ``make_update(agent)`` builds the algorithm's optimizers for the new network and returns
+    ``update(rollout, i) -> metrics`` for update ``i`` (1-based).  ``name`` labels the progress
+    bar.  Returns ``(agent, history)``.
+    """
+    start = time.perf_counter()  # the clock includes building the env and the network
+    env, obs, agent, history = start_training(config, env, seed)
+    update = make_update(agent)
+    for i in tqdm(range(1, config.num_updates + 1), desc=name, disable=not progress):
+        rollout, obs = collect(env, agent, obs, config.num_steps, history,
+                               (i - 1) * config.batch_size, start)
+        metrics = update(rollout, i)
+        if record_update(history, metrics, rollout, start, stop_at_return):
+            break
+    return agent, history

@@ -20,7 +20,6 @@ conjugate gradient, step size, line search), update step, training loop.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Sequence
@@ -28,14 +27,12 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
-from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.advantages import gae, whiten
 from minippo.history import History
 from minippo.nets import ActorCritic, adam
 from minippo.objectives import clipped_surrogate
-from minippo.rollout import (Rollout, RolloutConfig, collect, fit_value, policy_diagnostics,
-                             record_update, start_training)
+from minippo.rollout import Rollout, RolloutConfig, fit_value, policy_diagnostics, run_training
 from minippo.utils import check_finite, check_range
 
 __all__ = [
@@ -290,13 +287,8 @@ def train(config: TRPOConfig = TRPOConfig(), env=None, *, seed: int = 0, progres
     Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
     finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
     """
-    start = time.perf_counter()  # the clock includes building the env and the network
-    env, obs, agent, history = start_training(config, env, seed)
-    optimizer = adam(agent.value_parameters(), config.vf_lr)
-    for i in tqdm(range(1, config.num_updates + 1), desc="TRPO", disable=not progress):
-        rollout, obs = collect(env, agent, obs, config.num_steps, history,
-                               (i - 1) * config.batch_size, start)
-        metrics = update(agent, optimizer, rollout, config, update_index=i)
-        if record_update(history, metrics, rollout, start, stop_at_return):
-            break
-    return agent, history
+    def make_update(agent):
+        optimizer = adam(agent.value_parameters(), config.vf_lr)  # the critic's; the policy takes natural steps
+        return lambda rollout, i: update(agent, optimizer, rollout, config, update_index=i)
+
+    return run_training(config, env, seed, "TRPO", make_update, progress, stop_at_return)

@@ -127,3 +127,33 @@ def test_bad_num_steps():
     env = CartPole(2, seed=0)
     with pytest.raises(ValueError, match="num_steps"):
         collect(env, ActorCritic.from_env(env), env.reset(), 0)
+
+
+def test_run_training_loop_order_logging_and_early_stop():
+    from minippo.a2c import A2CConfig
+    from minippo.rollout import run_training
+
+    config = A2CConfig(num_envs=4, num_steps=8, total_steps=4 * 8 * 20)  # 20 updates of 32 steps
+    built, calls = [], []
+
+    def make_update(agent):
+        built.append(agent)
+
+        def update(rollout, i):
+            calls.append((i, rollout.rewards.shape))
+            return {"ppo/policy_loss": float(i)}
+
+        return update
+
+    agent, history = run_training(config, None, 0, "test", make_update, progress=False)
+    assert built == [agent]  # optimizers are built once, for the network that is returned
+    assert calls == [(i, (8, 4)) for i in range(1, 21)]
+    assert history["global_step"] == [32 * i for i in range(1, 21)]
+    assert history["ppo/policy_loss"] == [float(i) for i in range(1, 21)]
+    assert history.config is config
+    # a bar every random policy clears (returns are >= 1): stops after the first update with 20 episodes
+    _, stopped = run_training(config, None, 0, "test", make_update, progress=False, stop_at_return=1.0)
+    n = len(stopped)
+    finished_before = sum(step <= 32 * (n - 1) for step in history.episodes["global_step"])
+    assert n < 20 and finished_before < 20 <= len(stopped.episodes["return"])  # the first update it could
+    assert history.episodes["return"][:20] == stopped.episodes["return"][:20]  # same seed, same episodes
