@@ -15,7 +15,17 @@ D     hidden width
 K     arms of a bandit, or states of a chain MDP (S)
 ====  =========================================================
 """
-from minippo.utils import set_seed, check_finite, check_shape, check_same_shape, check_range, glue
+import os as _os
+
+# Same seed, same machine, same numbers (DESIGN.md). Without a conditional-numerical-
+# reproducibility mode, Intel's MKL (torch's CPU BLAS) may take a different code path from one
+# run to the next on the same Intel CPU, depending on memory alignment; AUTO keeps the fastest
+# path for this CPU and STRICT makes it independent of alignment. MKL reads the variable when it
+# first computes, so setting it here, after `import torch` but before any matmul, takes effect.
+# A value the user set (for example MKL_CBWR=COMPATIBLE, to match other CPUs) is kept.
+_os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+from minippo.utils import set_seed, generator, rng, check_finite, check_shape, check_same_shape, check_range, glue
 from minippo.history import History
 from minippo import (
     envs,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from minippo.utils import check_range
+from minippo.utils import check_range, shifted_seed
 
 __all__ = ["Transition", "CartPole", "Bandit", "ChainMDP", "GymVecEnv"]
 
@@ -57,10 +57,11 @@ def _seed_from_torch() -> int:
 
 
 def _make_generator(seed: int | None, device) -> torch.Generator:
+    # an explicit seed is shifted by MINIPPO_SEED_OFFSET; seed=None draws from the (shifted) global RNG
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
     gen = torch.Generator(device=device)
-    gen.manual_seed(_seed_from_torch() if seed is None else seed)
+    gen.manual_seed(_seed_from_torch() if seed is None else shifted_seed(seed))
     return gen
 
 
@@ -719,7 +720,7 @@ class GymVecEnv:
 
     def reset(self, seed: int | None = None) -> Tensor:
         """Reset every sub-env (sub-env ``i`` gets ``seed + i``); returns (B, O) float32."""
-        obs, _ = self.env.reset(seed=seed)
+        obs, _ = self.env.reset(seed=None if seed is None else shifted_seed(seed))
         self._return = np.zeros(self.num_envs, dtype=np.float64)  # (B,)
         self._length = np.zeros(self.num_envs, dtype=np.int64)  # (B,)
         return self._obs(obs)

@@ -6,21 +6,67 @@ Every algorithm module uses these so that errors read the same everywhere (DESIG
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import numpy as np
 import torch
 
-__all__ = ["set_seed", "check_shape", "check_same_shape", "check_finite", "check_range", "glue"]
+__all__ = ["set_seed", "seed_offset", "shifted_seed", "generator", "rng", "check_shape",
+           "check_same_shape", "check_finite", "check_range", "glue"]
+
+#: The seed knob: ``MINIPPO_SEED_OFFSET=k`` shifts every seed of a run by ``k`` (default 0), so
+#: the whole book can be re-run on other random numbers (book/how_to_use.md).
+SEED_OFFSET_VARIABLE = "MINIPPO_SEED_OFFSET"
+
+
+def seed_offset() -> int:
+    """The integer in ``$MINIPPO_SEED_OFFSET`` (0 when unset), read at every call."""
+    raw = os.environ.get(SEED_OFFSET_VARIABLE, "").strip()
+    if not raw:
+        return 0
+    try:
+        offset = int(raw)
+    except ValueError:
+        raise ValueError(f"{SEED_OFFSET_VARIABLE} must be a non-negative integer, got {raw!r}") from None
+    if offset < 0:
+        raise ValueError(f"{SEED_OFFSET_VARIABLE} must be a non-negative integer, got {raw!r}")
+    return offset
+
+
+def shifted_seed(seed: int) -> int:
+    """``seed + seed_offset()``: the seed a run actually uses for the ``seed`` its code names.
+
+    Every place in minippo that turns a seed into random numbers (:func:`set_seed`,
+    :func:`generator`, :func:`rng`, the environments, the trainers and samplers) goes through
+    here exactly once, so ``MINIPPO_SEED_OFFSET=1`` runs seed 0 as seed 1, seed 1 as seed 2, ...
+    Exercise checkers and the code task's data (its specs and SFT corpus) are not shifted: they
+    are fixed test cases and a fixed data set, not a run's randomness.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return seed + seed_offset()
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python's ``random``, NumPy and torch, so that one seed gives one set of numbers."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    """Seed Python's ``random``, NumPy and torch, so that one seed gives one set of numbers.
+
+    The seed used is :func:`shifted_seed` of ``seed`` (``MINIPPO_SEED_OFFSET`` added).
+    """
+    seed = shifted_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`shifted_seed` of ``seed``."""
+    return torch.Generator().manual_seed(shifted_seed(seed))
+
+
+def rng(seed: int) -> random.Random:
+    """A Python ``random.Random`` seeded with :func:`shifted_seed` of ``seed``."""
+    return random.Random(shifted_seed(seed))
 
 
 def check_shape(name: str, x: torch.Tensor, shape: tuple) -> None:

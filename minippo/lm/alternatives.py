@@ -56,7 +56,7 @@ from minippo.objectives import (
     probability_ratio,
 )
 from minippo.schedules import warmup_cosine
-from minippo.utils import check_finite, check_range, set_seed
+from minippo.utils import check_finite, check_range, generator, set_seed
 
 __all__ = [
     "GRPOConfig",
@@ -240,7 +240,7 @@ def _start(policy: GPT, reference: GPT | None, learning_rate: float, seed: int, 
     reference = copy.deepcopy(reference if reference is not None else policy)
     reference.eval().requires_grad_(False)
     optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate, eps=1e-5)
-    return tokenizer or CharTokenizer(), reference, optimizer, torch.Generator().manual_seed(seed)
+    return tokenizer or CharTokenizer(), reference, optimizer, generator(seed)
 
 
 # --------------------------------------------------------------------------- GRPO

@@ -22,7 +22,6 @@ Stiennon et al. (2020) do, so a KL coefficient means the same thing for every re
 from __future__ import annotations
 
 import copy
-import random
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -38,7 +37,7 @@ from minippo.lm.rlhf import sample_responses
 from minippo.lm.sft import check_training_fields, optimizer_step, set_learning_rate
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.schedules import warmup_cosine
-from minippo.utils import check_finite, check_range, set_seed
+from minippo.utils import check_finite, check_range, generator, rng, set_seed
 
 __all__ = [
     "RewardModelConfig",
@@ -92,11 +91,11 @@ def make_preference_pairs(prompts: Sequence[str], responses: Sequence[str], scor
     groups: dict[str, dict[str, float]] = {}
     for p, r, s in zip(prompts, responses, scores):
         groups.setdefault(p, {})[r] = float(s)  # identical responses have identical scores
-    rng, pairs = random.Random(seed), []
+    shuffler, pairs = rng(seed), []
     for p, scored in groups.items():
         items = sorted(scored.items())
         cand = [(a, b) for i, a in enumerate(items) for b in items[i + 1:] if abs(a[1] - b[1]) >= min_margin]
-        rng.shuffle(cand)
+        shuffler.shuffle(cand)
         for (ra, sa), (rb, sb) in cand[:max_pairs_per_prompt]:
             (cw, sw), (cl, sl) = ((ra, sa), (rb, sb)) if sa > sb else ((rb, sb), (ra, sa))
             pairs.append(PreferencePair(p, cw, cl, sw - sl))
@@ -113,7 +112,7 @@ def sample_preference_pairs(policy: GPT, prompts: Sequence[str], reward_fn,
     tokenizer = tokenizer or CharTokenizer()
     all_prompts = [p for p in prompts for _ in range(samples_per_prompt)]
     gen, texts = sample_responses(policy, all_prompts, tokenizer, max_new_tokens, temperature,
-                                  torch.Generator().manual_seed(seed))
+                                  generator(seed))
     scores, _ = reward_fn(all_prompts, texts, gen.finished)
     keep = gen.finished.tolist()  # a truncated answer is not compared; the EOS penalty handles it
     rows = [(p, t, float(s)) for p, t, s, k in zip(all_prompts, texts, scores, keep) if k]
@@ -125,7 +124,7 @@ def split_pairs(pairs: list[PreferencePair], heldout_fraction: float = 0.2, seed
     """``(train, heldout)`` split *by prompt*, so held-out accuracy is measured on unseen prompts."""
     check_range("heldout_fraction", heldout_fraction, 0.0, 1.0, high_open=True)
     prompts = sorted({p.prompt for p in pairs})
-    random.Random(seed).shuffle(prompts)
+    rng(seed).shuffle(prompts)
     held = set(prompts[: round(heldout_fraction * len(prompts))])
     return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
 
@@ -226,7 +225,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], init: GPT, config: Rewar
     nn.init.zeros_(gpt.value_head.bias)
     rm = RewardModel(gpt).train()
     opt = torch.optim.AdamW(rm.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     history, start = History(config=config), time.perf_counter()
     for step in tqdm(range(config.steps), desc="reward model", disable=not progress):
         lr = warmup_cosine(step, config.steps, config.learning_rate, config.warmup_steps, config.min_learning_rate)

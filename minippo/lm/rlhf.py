@@ -63,7 +63,7 @@ from minippo.objectives import (
     probability_ratio,
 )
 from minippo.schedules import AdaptiveKLController, warmup_cosine
-from minippo.utils import check_finite, check_range, set_seed
+from minippo.utils import check_finite, check_range, generator, set_seed
 
 __all__ = [
     "RLHFConfig",
@@ -364,7 +364,7 @@ def train(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config: RLHF
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)  # eps as CleanRL/TRL
     kl_ctl = AdaptiveKLController(config.kl_coef, config.kl_target if config.adaptive_kl else None,
                                   config.kl_horizon)
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     history, start, global_step = History(config=config), time.perf_counter(), 0
     for it in tqdm(range(config.iterations), desc="RLHF-PPO", disable=not progress):
         lr = warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
@@ -401,7 +401,7 @@ def evaluate(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, *, tokeni
     n = 1 if temperature == 0 else samples_per_prompt
     all_prompts = [p for p in prompts for _ in range(n)]
     gen, texts = sample_responses(policy, all_prompts, tokenizer, max_new_tokens, temperature,
-                                  torch.Generator().manual_seed(seed))
+                                  generator(seed))
     score, metrics = reward_fn(all_prompts, texts, gen.finished)
     metrics = {"rlhf/score": float(torch.as_tensor(score, dtype=torch.float32).mean()), **metrics,
                **generation_stats(gen.response, gen.response_mask, gen.finished, texts)}

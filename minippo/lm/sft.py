@@ -30,7 +30,7 @@ from minippo.history import History
 from minippo.lm.model import GPT, GPTConfig
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.schedules import warmup_cosine
-from minippo.utils import check_finite, check_range, set_seed
+from minippo.utils import check_finite, check_range, generator, set_seed, shifted_seed
 
 __all__ = ["SFTConfig", "check_training_fields", "set_learning_rate", "optimizer_step", "sft_batch", "sft_loss", "train_sft", "pretrained_sft",
            "cache_dir"]
@@ -131,7 +131,7 @@ def train_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfig(),
     set_seed(seed)
     model = model or GPT(config.model)
     model.train()
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     data = sft_batch(tokenizer, examples)  # encode once; batches are row subsets
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     history, start = History(config=config), time.perf_counter()
@@ -161,13 +161,17 @@ def pretrained_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfi
                    progress: bool = True) -> tuple[GPT, History]:
     """:func:`train_sft`, or the cached result of the same call.
 
-    The cache key hashes the examples, the config, the seed and the torch version, so a cached
-    model is exactly the model this call would train.  Returns ``(model, history)``; the cache
+    The cache key hashes the examples, the config, the seed (after ``MINIPPO_SEED_OFFSET``),
+    the torch version and what decides its float rounding (the CPU kernels torch dispatches to,
+    ``MKL_CBWR``, the thread count), so a cached model is exactly the model this call would
+    train here: a model cached under other numerics is never mistaken for this run's.  Returns ``(model, history)``; the cache
     keeps the training history with the weights, so a cached call returns the same curves
     (``history.config`` is ``config``).  ``cache=False`` always trains.
     """
     tokenizer = tokenizer or CharTokenizer()
-    fingerprint = repr(("sft-cache-v2", examples, config, seed, tokenizer.chars, torch.__version__))
+    numerics = (torch.__version__, torch.backends.cpu.get_cpu_capability(), os.environ.get("MKL_CBWR"),
+                torch.get_num_threads())
+    fingerprint = repr(("sft-cache-v3", examples, config, shifted_seed(seed), tokenizer.chars, numerics))
     key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
     path = os.path.join(cache_dir(), f"sft-{key}.pt")
     if cache and os.path.exists(path):
