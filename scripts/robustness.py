@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             name, k = pending[done]
             r = done.result() | {"variant": name}
             results.append(r)
+            if args.json:  # written as runs finish, so an interrupted matrix keeps what it ran
+                write_json(args.json, results, time.perf_counter() - start)
             print(f"  {r['mark']} {r['chapter']:<36} {name:<10} offset {k}  {r['seconds']:6.1f} s"
                   + (f"  {r['message'][:160]}" if r["mark"] != "." else ""), flush=True)
     wall = time.perf_counter() - start
@@ -200,10 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['chapter']} [{r['variant']}, offset {r['offset']}] {r['message'][:500]}")
     print(f"\n{len(results) - len(failures)}/{len(results)} passed; wall time {wall / 60:.1f} min "
           f"({time.strftime('%Y-%m-%d %H:%M')})")
-    if args.json:
-        args.json.write_text(json.dumps({"wall_s": wall, "date": time.strftime("%Y-%m-%d"),
-                                         "runs": results}, indent=1))
     return 1 if failures else 0
+
+
+def write_json(path: Path, results: list[dict], wall_s: float) -> None:
+    path.write_text(json.dumps({"wall_s": wall_s, "date": time.strftime("%Y-%m-%d"), "runs": results},
+                               indent=1))
 
 
 if __name__ == "__main__":
