@@ -39,6 +39,9 @@ KNOWN_TAGS = {
     "nbval-ignore-output", "nbval-skip", "nbval-raises-exception",  # nbval
     "nbval-check-output",
 }
+# `points-N` (N an integer or decimal) on an exercise's statement cell: its weight for
+# `python -m minippo.grade`. myst-nb ignores tags it does not know on Markdown cells.
+from minippo.grade import EXERCISE_LABEL, POINTS_TAG  # noqa: E402
 SOLUTION_DIRECTIVE = re.compile(r"^\s*(```+|:::+)\s*\{solution(-start|-end)?\}", re.M)
 
 
@@ -147,8 +150,21 @@ def test_notebook_is_valid_nbformat_with_python_kernel(notebook):
 def test_tags_are_known(notebook):
     path, nb = notebook
     for i, cell in enumerate(nb.cells):
-        unknown = set(cell.metadata.get("tags", [])) - KNOWN_TAGS
-        assert not unknown, f"{path.name}, cell {i}: unknown tag(s) {sorted(unknown)}; known: {sorted(KNOWN_TAGS)}"
+        unknown = {tag for tag in cell.metadata.get("tags", [])
+                   if tag not in KNOWN_TAGS and not POINTS_TAG.fullmatch(tag)}
+        assert not unknown, (f"{path.name}, cell {i}: unknown tag(s) {sorted(unknown)}; known: "
+                             f"{sorted(KNOWN_TAGS)} and points-N")
+
+
+def test_points_tags_sit_on_exercise_statements(notebook):
+    """A `points-N` tag weights the exercise whose statement is in the same Markdown cell."""
+    path, nb = notebook
+    for i, cell in enumerate(nb.cells):
+        points = [tag for tag in cell.metadata.get("tags", []) if POINTS_TAG.fullmatch(tag)]
+        if points:
+            assert cell.cell_type == "markdown" and len(EXERCISE_LABEL.findall(cell.source)) == 1, (
+                f"{path.name}, cell {i}: {points} must be on the Markdown cell of one exercise statement")
+            assert len(points) == 1, f"{path.name}, cell {i}: one points tag, not {points}"
 
 
 def test_solution_cells_are_tagged(notebook):
@@ -196,7 +212,7 @@ def test_exercises_have_solutions_and_checkers(notebook):
     """Each ``{exercise}`` label has a solution, and the chapter calls a ``minippo.checks`` checker."""
     path, nb = notebook
     text = "\n".join(cell.source for cell in nb.cells)
-    labels = re.findall(r"\{exercise(?:-start)?\}[^\n]*\n(?:\s*:[\w-]+:[^\n]*\n)*?\s*:label:\s*(\S+)", text)
+    labels = EXERCISE_LABEL.findall(text)
     for label in labels:
         assert re.search(r"\{solution(?:-start)?\}\s*" + re.escape(label) + r"\b", text), (
             f"{path.name}: exercise {label} has no solution")

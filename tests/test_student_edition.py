@@ -56,7 +56,8 @@ def exercise_notebook():
     cells = [
         new_markdown_cell("# 0. A test chapter"),
         setup,
-        new_markdown_cell("```{exercise} Double it\n:label: ex-double\n\nWrite `double(x)`.\n```"),
+        new_markdown_cell("```{exercise} Double it\n:label: ex-double\n\nWrite `double(x)`.\n```",
+                          metadata={"tags": ["points-2"]}),  # minippo.grade's weight; the book ignores it
         new_code_cell("def double(x):\n    ...  # your code here  # STUDENT-STUB", execution_count=2),
         new_markdown_cell("```{solution-start} ex-double\n```", metadata={"tags": ["solution"]}),
         new_code_cell("def double(x):\n    return 2 * x  # SOLUTION-CODE",
