@@ -60,9 +60,7 @@ import io
 import json
 import os
 import re
-import select
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -358,39 +356,6 @@ class _Limits:
     file_bytes: int = 64 * 2**20
 
 
-class _Channel:
-    """The kernel's status pipe: ``kind index nbytes`` header lines, each with its payload."""
-
-    def __init__(self, fd: int):
-        self.fd, self.buffer = fd, b""
-
-    def read(self, deadline: float):
-        """Next ``(kind, index, payload_bytes)``; ``None`` at the deadline; ``("eof", -1, b"")``
-        when the kernel closed the pipe; ``("garbled", -1, b"")`` for a malformed message."""
-        while True:
-            if b"\n" in self.buffer:
-                header, rest = self.buffer.split(b"\n", 1)
-                try:
-                    kind, index, size = header.decode("ascii").split(" ")
-                    index, size = int(index), int(size)
-                except ValueError:
-                    return "garbled", -1, b""
-                if not 0 <= size <= MAX_RECORD_BYTES:
-                    return "garbled", -1, b""
-                if len(rest) >= size:
-                    self.buffer = rest[size:]
-                    return kind, index, rest[:size]
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                return None
-            ready, _, _ = select.select([self.fd], [], [], wait)
-            if ready:
-                chunk = os.read(self.fd, 1 << 20)
-                if not chunk:
-                    return "eof", -1, b""
-                self.buffer += chunk
-
-
 def _load(payload: bytes) -> dict:
     """A kernel's record, read without letting it build arbitrary objects."""
     record = torch.load(io.BytesIO(payload), weights_only=True)
@@ -424,39 +389,75 @@ def _kernel_environment() -> dict[str, str]:
     return {**env, "MPLBACKEND": "Agg", "MPLCONFIGDIR": matplotlib.get_configdir()}
 
 
+_FORK_SERVER = None
+
+
+def _fork_server():
+    """A multiprocessing context whose fork server has imported torch, minippo and IPython
+    once: a kernel is a fork of it, a fraction of a second instead of the ~2.5 CPU seconds
+    of a fresh interpreter's imports. The server only imports, so forking it is safe."""
+    global _FORK_SERVER
+    if _FORK_SERVER is None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([_KERNEL, "IPython.core.interactiveshell", "matplotlib.pyplot"])
+        _FORK_SERVER = context
+    return _FORK_SERVER
+
+
+def _receive(conn, deadline: float):
+    """The kernel's next message ``(kind, index, payload)``; None at the deadline; ``("eof", ...)``
+    when the kernel is gone; ``("garbled", ...)`` for a message that is not one of ours."""
+    if not conn.poll(max(0.0, deadline - time.monotonic())):
+        return None
+    try:
+        message = conn.recv_bytes(MAX_RECORD_BYTES)
+    except EOFError:
+        return "eof", -1, b""
+    except OSError:  # longer than MAX_RECORD_BYTES
+        return "garbled", -1, b""
+    header, _, payload = message.partition(b"\n")
+    try:
+        kind, index = header.decode("ascii").split(" ")
+        return kind, int(index), payload
+    except ValueError:
+        return "garbled", -1, b""
+
+
+def _kill(process) -> None:
+    """Kill a kernel and everything it started (its process group), then reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # it had not called setsid yet
+        process.kill()
+    process.join()
+
+
 def _run_kernel(setup: str, exercises: list[dict], limits: _Limits) -> dict[int, dict]:
     """Start one kernel for ``exercises``; return a record per exercise it finished, plus a
     ``kernel_error`` record for the one it was running when it was killed or died."""
+    from minippo import grade_kernel
+
     records: dict[int, dict] = {}
+    running, timed_out, started = None, None, False
     with tempfile.TemporaryDirectory(prefix="minippo-grade-", ignore_cleanup_errors=True) as tmp:
-        work = Path(tmp) / "work"
+        work, stderr = Path(tmp) / "work", Path(tmp) / "stderr.txt"
         work.mkdir()
-        spec = Path(tmp) / "spec.json"
         cpu = int(limits.startup_timeout + limits.timeout * len(exercises)) + 10
-        spec.write_text(json.dumps({"setup": setup, "exercises": exercises, "cpu_seconds": cpu,
-                                    "memory_bytes": limits.memory_bytes,
-                                    "file_bytes": limits.file_bytes}), encoding="utf-8")
-        package_root = str(Path(minippo.__file__).resolve().parent.parent)
-        env = {**_kernel_environment(), "TMPDIR": str(work), "IPYTHONDIR": str(work / ".ipython"),
-               "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
-        read_fd, write_fd = os.pipe()
-        try:
-            with open(Path(tmp) / "stderr.txt", "wb") as stderr:
-                proc = subprocess.Popen([sys.executable, "-m", _KERNEL, str(spec), str(write_fd)],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=stderr, cwd=work, env=env, pass_fds=(write_fd,),
-                                        start_new_session=True)
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        channel, running, timed_out = _Channel(read_fd), None, None
+        spec = {"setup": setup, "exercises": exercises, "cpu_seconds": cpu,
+                "memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes}
+        env = {**_kernel_environment(), "TMPDIR": str(work), "IPYTHONDIR": str(work / ".ipython")}
+        context = _fork_server()
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(target=grade_kernel.run, daemon=True,
+                                  args=(spec, writer, str(work), env, str(stderr)))
+        process.start()
+        writer.close()  # the kernel holds the only writer: its death ends the pipe
         deadline = time.monotonic() + limits.startup_timeout
-        started = False
         try:
             while len(records) < len(exercises):
-                message = channel.read(deadline)
+                message = _receive(reader, deadline)
                 if message is None:
                     timed_out = limits.timeout if started else limits.startup_timeout
                     break
@@ -480,19 +481,14 @@ def _run_kernel(setup: str, exercises: list[dict], limits: _Limits) -> dict[int,
                         records[index] = {"kernel_error": f"the kernel's record could not be read ({err})"}
                     running = None
         finally:
-            # Kill the group before reaping the leader, so that its id cannot be reused meanwhile.
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            proc.wait()
-            os.close(read_fd)
+            _kill(process)
+            reader.close()
         if not started and timed_out is None:
-            err = (Path(tmp) / "stderr.txt").read_bytes()[-3000:].decode(errors="replace")
-            raise RuntimeError(f"the grading kernel failed to start ({_exit_reason(proc.returncode, None)}; "
-                               f"is memory_mb large enough?):\n{err}")
+            err = stderr.read_bytes()[-3000:].decode(errors="replace") if stderr.exists() else ""
+            raise RuntimeError(f"the grading kernel failed to start "
+                               f"({_exit_reason(process.exitcode, None)}; is memory_mb large enough?):\n{err}")
     if running is not None and running not in records:
-        records[running] = {"kernel_error": _exit_reason(proc.returncode, timed_out)}
+        records[running] = {"kernel_error": _exit_reason(process.exitcode, timed_out)}
     elif not started and timed_out is not None:
         for ex in exercises:
             records.setdefault(ex["index"], {"kernel_error": f"the grading kernel did not start "

@@ -36,7 +36,6 @@ opaque stand-in with the original type's name, which is all a checker's message 
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import resource
@@ -312,8 +311,19 @@ def _run_exercise(shell, exercise: dict) -> dict:
     return record
 
 
-def main(spec_path: str, status_fd: int) -> None:  # pragma: no cover - runs in the kernel process
-    write, exit_now = os.write, os._exit  # kept before student code can replace them
+def run(spec: dict, conn, work: str, environment: dict, stderr_path: str) -> None:  # pragma: no cover
+    """The kernel: a child of the grader's fork server (which has torch, minippo and IPython
+    imported, and nothing else done). Runs in its own session, in ``work``, with its own
+    environment, stdout to /dev/null and stderr to ``stderr_path``; reports on ``conn``."""
+    os.setsid()  # its own process group, so that the grader's killpg reaches all it starts
+    devnull = os.open(os.devnull, os.O_RDWR)
+    errors = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for fd, target in ((0, devnull), (1, devnull), (2, errors)):
+        os.dup2(target, fd)
+    os.chdir(work)
+    os.environ.clear()
+    os.environ.update(environment)
+    send_bytes, exit_now = conn.send_bytes, os._exit  # kept before student code can replace them
 
     def send(kind: str, index: int = -1, payload: object = None) -> None:
         data = b""
@@ -325,14 +335,12 @@ def main(spec_path: str, status_fd: int) -> None:  # pragma: no cover - runs in 
                 buffer = io.BytesIO()
                 torch.save({"kernel_error": f"the record could not be saved: {err}"}, buffer)
             data = buffer.getvalue()
-        message = f"{kind} {index} {len(data)}\n".encode() + data
-        while message:
-            message = message[write(status_fd, message):]
+        send_bytes(f"{kind} {index}\n".encode() + data)
 
-    with open(spec_path, encoding="utf-8") as f:
-        spec = json.load(f)
-    os.unlink(spec_path)
     _limit(spec["memory_bytes"], spec["file_bytes"], spec["cpu_seconds"])
+    import matplotlib
+
+    matplotlib.use("Agg")  # no window, whatever the grader's display
     shell = _shell()
     setup = shell.run_cell(spec["setup"], store_history=False)
     if not setup.success:
@@ -344,7 +352,3 @@ def main(spec_path: str, status_fd: int) -> None:  # pragma: no cover - runs in 
         send("done", exercise["index"], _run_exercise(shell, exercise))
     sys.stdout.flush()
     exit_now(0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1], int(sys.argv[2]))

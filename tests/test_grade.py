@@ -11,9 +11,9 @@ and the instructor's files must not change.
 """
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
+import importlib.util
 import io
 import re
 import sys
@@ -37,44 +37,26 @@ TIMEOUT = 8.0  # per exercise; a correct exercise here takes well under a second
 
 
 # ----------------------------------------------------------------------------- building a class
+spec = importlib.util.spec_from_file_location("synthetic_class", ROOT / "scripts" / "synthetic_class.py")
+synthetic_class = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(synthetic_class)
+
+
 def pristine(name: str):
     return nbformat.read(ROOT / "chapters" / f"{name}.ipynb", as_version=4)
 
 
 def student_edition(name: str):
-    """The handed-out notebook: solution cells removed, outputs cleared (as the script does)."""
-    nb = copy.deepcopy(pristine(name))
-    nb.cells = [c for c in nb.cells if "solution" not in c.metadata.get("tags", [])]
-    return nb
+    return synthetic_class.strip_notebook(pristine(name))
 
 
 def solution_code(name: str, label: str) -> str:
-    """The code cells of an exercise's gated solution in the instructor's notebook."""
-    cells, inside, code = pristine(name).cells, False, []
-    for cell in cells:
-        if cell.cell_type == "markdown" and re.search(r"\{solution-start\}\s*" + re.escape(label), cell.source):
-            inside = True
-        elif cell.cell_type == "markdown" and "{solution-end}" in cell.source:
-            inside = False
-        elif inside and cell.cell_type == "code":
-            code.append(cell.source)
-    assert code, f"no solution code for {label}"
-    return "\n\n".join(code)
-
-
-def stub_index(nb, label: str) -> int:
-    """Index of the stub cell right after the exercise's statement."""
-    i = next(i for i, c in enumerate(nb.cells) if f":label: {label}" in c.source)
-    assert nb.cells[i + 1].cell_type == "code"
-    return i + 1
+    return synthetic_class.solution_code(pristine(name), label)
 
 
 def submission(name: str, answers: dict[str, str]):
     """The student edition of chapter ``name`` with the stubs of ``answers`` replaced."""
-    nb = student_edition(name)
-    for label, code in answers.items():
-        nb.cells[stub_index(nb, label)].source = code
-    return nb
+    return synthetic_class.fill(student_edition(name), answers)
 
 
 TD = solution_code(CH02, "ch02-ex-td")
@@ -397,7 +379,7 @@ def test_points_tag(tmp_path):
 def test_student_code_is_found_around_moved_and_deleted_cells():
     chapter = grader.read_chapters(ROOT / "chapters")[CH02]
     nb = submission(CH02, {"ch02-ex-td": TD})
-    i = stub_index(nb, "ch02-ex-td")
+    i = synthetic_class.stub_index(nb, "ch02-ex-td")
     nb.cells.insert(i + 1, nbformat.v4.new_code_cell("helper = 1\nmp.checks.check_td_residuals(my_td_residuals)"))
     code = grader._student_code(nb, chapter)
     assert code["ch02-ex-td"] == [TD, "helper = 1"]  # the student's own checker call is removed
