@@ -1,37 +1,41 @@
 """The grading kernel: the process a student's code runs in, and the record it sends back.
 
 :mod:`minippo.grade` never runs a student's code in its own process. For each submitted notebook
-it starts this module as a separate Python process (``python -m minippo.grade_kernel SPEC FD``)
-in an empty temporary working directory, and the kernel
+it starts a kernel, :func:`run`, as a child of a ``multiprocessing`` fork server that has
+imported torch, minippo and IPython and done nothing else (a fork costs a fraction of a second;
+a fresh interpreter would spend ~2.5 CPU seconds importing). The kernel
 
-1. reads its job (the chapter's setup cell, the student's cells of each exercise, the checker
-   to call) from ``SPEC`` and deletes it, then limits itself: address space (``RLIMIT_AS``), file
-   size (``RLIMIT_FSIZE``), CPU time (``RLIMIT_CPU``, a backstop should the grader die), no core
+1. moves into its own session (so that one ``killpg`` reaches whatever it starts), an empty
+   temporary working directory and a short environment (no tokens of the instructor's), sends
+   stdout to /dev/null, and limits itself: address space (``RLIMIT_AS``), file size
+   (``RLIMIT_FSIZE``), CPU time (``RLIMIT_CPU``, a backstop should the grader die), no core
    files;
-2. runs the setup cell in an IPython shell (so ``%magics`` work as in Jupyter) and reports
-   ``ready``;
+2. runs the chapter's setup cell in an IPython shell (so ``%magics`` work as in Jupyter) and
+   reports ``ready``;
 3. for each exercise reports ``start``, runs the student's cells, then calls the chapter's
    checker -- with a :class:`Recorder` standing in for every function the checker takes --
    and reports ``done`` with the record: the errors the cells raised, which functions are
    missing, and every call the checker made (inputs, output, inputs after the call, and for a
    scalar loss its gradient with respect to the inputs that require one).
 
+The grader's clock does the rest: an exercise that overruns its time is killed with its kernel.
+
 **The verdict is not made here.** Whatever the kernel's checker says is ignored: the student's
 cells ran in this process and may have replaced ``mp.checks``, the reference implementations or
 torch itself. The grader runs the pristine checker in its own process with a :class:`Replay`
 in place of the student's function, which answers each call with the recorded answer after
 checking that the call is the one that was recorded. A kernel whose checker was tampered with
-records different calls, or none, and the replay reports it; a kernel that records the right
-calls can only have recorded the student's function's own answers. The one thing a student
-can do is what they could do in the notebook: call the package's reference from their
-function.
+records different calls, or none, and the replay reports it; whatever answers a kernel records,
+the pristine checker judges them against the pristine reference on its own cases, so passing
+takes right answers. The one way to get them without solving the exercise is open in the
+notebook too: calling the package's reference from the student's function.
 
-Messages on the status pipe ``FD`` are a header line ``kind index nbytes`` and ``nbytes`` of
-payload: a :func:`torch.save` of plain data (tensors, numbers, strings, lists, dicts) that the
-grader reads with ``torch.load(weights_only=True)``, which refuses to build arbitrary objects,
-so a record cannot run code in the grader. Student values are turned into such data by
-:func:`encode` and back by :func:`decode`; anything else (a dict, a student's class) becomes an
-opaque stand-in with the original type's name, which is all a checker's message uses.
+Each message on the pipe is ``kind index`` and a newline, then for ``done`` a
+:func:`torch.save` of plain data (tensors, numbers, strings, lists, dicts) that the grader reads
+with ``torch.load(weights_only=True)``, which refuses to build arbitrary objects, so a record
+cannot run code in the grader. Student values are turned into such data by :func:`encode` and
+back by :func:`decode`; anything else (a dict, a student's class) becomes an opaque stand-in
+with the original type's name, which is all a checker's message uses.
 """
 from __future__ import annotations
 
