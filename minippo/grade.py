@@ -37,9 +37,10 @@ call to a ``checks.check_*`` removed -- and runs it after the chapter's setup ce
 the instructor's copy of the chapter, never from the student's file. The exercises of one
 notebook run in order in one namespace, as in Jupyter, so a later exercise may use an earlier
 one's function (Chapter 2's ``my_gae`` calls ``my_td_residuals``); nothing else of the chapter
-runs, so a function that reads the chapter's variables fails with a ``NameError``, as it would
-when the checker calls it on its own cases. The code runs in a separate kernel process
-(:mod:`minippo.grade_kernel`) with a time limit per exercise, a memory limit, and an empty
+runs, so a function that reads the chapter's variables instead of its arguments fails with a
+``NameError`` when the checker calls it. The code runs in a separate kernel process
+(:mod:`minippo.grade_kernel`, a fork of a server that has imported torch once) with a time
+limit per exercise, a memory limit, and an empty
 temporary working directory removed afterwards; an exercise that overruns is killed with its
 kernel, and a new kernel runs the exercises after it. The verdict is made in the grader's
 process, by the pristine checker, against a replay of what the student's function returned in
@@ -56,8 +57,8 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import functools
 import io
-import json
 import os
 import re
 import signal
@@ -299,13 +300,15 @@ def _identify(sub: _Submission, chapters: dict[str, Chapter]) -> None:
 
 
 def _without_checker_calls(source: str) -> str:
-    """A student's cell without its top-level statements that call a ``checks.check_*``."""
+    """A student's cell without its top-level checker lines: expressions, asserts and
+    assignments that call a ``checks.check_*`` (the grader makes its own call)."""
     try:
         tree = _parse(source)
     except SyntaxError:
         return source  # the kernel reports the SyntaxError
     keep = [node for node in tree.body
-            if not any(isinstance(n, ast.Call) and _is_checker(n.func) for n in ast.walk(node))]
+            if not (isinstance(node, (ast.Expr, ast.Assert, ast.Assign, ast.AnnAssign)) and any(
+                isinstance(n, ast.Call) and _is_checker(n.func) for n in ast.walk(node)))]
     if len(keep) == len(tree.body):
         return source
     return ast.unparse(ast.Module(body=keep, type_ignores=[]))
@@ -316,8 +319,10 @@ def _student_code(notebook, chapter: Chapter) -> dict[str, list[str]]:
     cells dropped): the cells between its statement and its checker line. A statement cell
     the student deleted is replaced by the last Markdown cell above the checker line."""
     cells = notebook.cells
-    statement = {label: i for i, cell in enumerate(cells) if cell.cell_type == "markdown"
-                 for label in EXERCISE_LABEL.findall(cell.source)}
+    statement = {}  # label -> index of the first Markdown cell stating it
+    for i, cell in enumerate(cells):
+        for label in EXERCISE_LABEL.findall(cell.source) if cell.cell_type == "markdown" else ():
+            statement.setdefault(label, i)
     checker_line = re.compile(r"\bchecks\.(check\w*)\s*\(")
     code = {}
     for ex in chapter.checked:
@@ -335,8 +340,8 @@ def _student_code(notebook, chapter: Chapter) -> dict[str, list[str]]:
         else:
             code[ex.label] = []
             continue
-        last = end + 1 if calls and end == calls[0] else end
-        sources = [_without_checker_calls(cells[i].source) for i in range(start + 1, min(last, len(cells)))
+        last = end + 1 if calls else end  # the checker line's cell may hold the student's code too
+        sources = [_without_checker_calls(cells[i].source) for i in range(start + 1, last)
                    if cells[i].cell_type == "code"]
         code[ex.label] = [s for s in sources if s.strip()]
     return code
@@ -389,21 +394,16 @@ def _kernel_environment() -> dict[str, str]:
     return {**env, "MPLBACKEND": "Agg", "MPLCONFIGDIR": matplotlib.get_configdir()}
 
 
-_FORK_SERVER = None
-
-
+@functools.lru_cache(maxsize=1)
 def _fork_server():
     """A multiprocessing context whose fork server has imported torch, minippo and IPython
     once: a kernel is a fork of it, a fraction of a second instead of the ~2.5 CPU seconds
     of a fresh interpreter's imports. The server only imports, so forking it is safe."""
-    global _FORK_SERVER
-    if _FORK_SERVER is None:
-        import multiprocessing
+    import multiprocessing
 
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([_KERNEL, "IPython.core.interactiveshell", "matplotlib.pyplot"])
-        _FORK_SERVER = context
-    return _FORK_SERVER
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([_KERNEL, "IPython.core.interactiveshell", "matplotlib.pyplot"])
+    return context
 
 
 def _receive(conn, deadline: float):
