@@ -485,8 +485,8 @@ def _run_kernel(setup: str, exercises: list[dict], limits: _Limits) -> dict[int,
             reader.close()
         if not started and timed_out is None:
             err = stderr.read_bytes()[-3000:].decode(errors="replace") if stderr.exists() else ""
-            raise RuntimeError(f"the grading kernel failed to start "
-                               f"({_exit_reason(process.exitcode, None)}; is memory_mb large enough?):\n{err}")
+            raise RuntimeError(f"the grading kernel failed to start ({_exit_reason(process.exitcode, None)}"
+                               f"; is memory_mb large enough?):\n{err}")
     if running is not None and running not in records:
         records[running] = {"kernel_error": _exit_reason(process.exitcode, timed_out)}
     elif not started and timed_out is not None:
@@ -563,8 +563,6 @@ def _verdict(ex: Exercise, code: list[str], record: dict | None) -> tuple[str, s
             return NOT_ATTEMPTED, _summary(str(err))
         note = f" (a cell also raised {errors[0]})" if errors else ""
         return FAILED, _summary(str(err)) + note
-    except Exception as err:  # a grader bug must not stop the class; say so
-        return ERROR, f"the grader could not check this answer ({type(err).__name__}: {err})"
     note = f" (a cell also raised {errors[0]})" if errors else ""
     return PASSED, "; ".join(printed.getvalue().strip().splitlines()) + note
 
@@ -577,7 +575,11 @@ def _grades(sub: _Submission, code: dict, records: dict) -> list[Grade]:
         elif sub.problem:
             status, feedback = ERROR, sub.problem
         else:
-            status, feedback = _verdict(ex, code[ex.label], records.get(ex.label))
+            try:
+                status, feedback = _verdict(ex, code[ex.label], records.get(ex.label))
+            except Exception as err:  # a malformed record (or a grader bug) must not stop the class
+                status = ERROR
+                feedback = f"the grader could not check this answer ({type(err).__name__}: {err})"
         points = None if status == MANUAL else (ex.points if status == PASSED else 0.0)
         rows.append(Grade(sub.student, sub.chapter.name, ex.label, status, points, ex.points,
                           " ".join(feedback.split())[:500]))

@@ -50,7 +50,8 @@ def solution_code(nb, label: str) -> str:
 def stub_index(nb, label: str) -> int:
     """Index of the code cell right after the statement of exercise ``label``."""
     for i, cell in enumerate(nb.cells[:-1]):
-        if cell.cell_type == "markdown" and re.search(r":label:\s*" + re.escape(label) + r"\s", cell.source + "\n"):
+        states = re.search(r":label:\s*" + re.escape(label) + r"\s", cell.source + "\n")
+        if cell.cell_type == "markdown" and states:
             if nb.cells[i + 1].cell_type == "code":
                 return i + 1
     raise ValueError(f"label {label!r}: no statement followed by a code cell")

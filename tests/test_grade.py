@@ -405,3 +405,13 @@ def test_importing_minippo_does_not_import_the_grader():
     code = "import minippo, sys; print(sorted(m for m in sys.modules if m.startswith('minippo.grade')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_malformed_record_is_an_error_not_a_crash():
+    """A notebook can reach its kernel's pipe and send anything; the grader must not fall over."""
+    chapter = grader.read_chapters(ROOT / "chapters")[CH02]
+    sub = grader._Submission("mallory", Path("x.ipynb"), chapter, submission(CH02, {"ch02-ex-td": TD}))
+    code = grader._student_code(sub.notebook, chapter)
+    for record in ({"missing": 5}, {"calls": {"my_td_residuals": [{"args": 1}]}}, {"cell_errors": None}):
+        rows = {g.exercise: g for g in grader._grades(sub, code, {"ch02-ex-td": record})}
+        assert rows["ch02-ex-td"].status == "error", record
