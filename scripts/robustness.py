@@ -79,7 +79,8 @@ def glued_values(nb) -> dict:
             name = o.get("metadata", {}).get("scrapbook", {}).get("name")
             if name is not None:
                 data = o.get("data", {})  # keys carry myst-nb's prefix when display=False
-                text = next((v for k, v in data.items() if k.endswith("text/plain")), "")
+                text = next((v for mime in ("text/markdown", "text/plain")
+                             for k, v in data.items() if k.endswith(mime)), "")
                 try:
                     out[name] = json.loads(text)
                 except ValueError:
