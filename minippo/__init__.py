@@ -25,7 +25,8 @@ import os as _os
 # A value the user set (for example MKL_CBWR=COMPATIBLE, to match other CPUs) is kept.
 _os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-from minippo.utils import set_seed, generator, rng, check_finite, check_shape, check_same_shape, check_range, glue
+from minippo.utils import set_seed, generator, rng, check_finite, check_shape, check_same_shape, check_range
+from minippo.prose import glue
 from minippo.history import History
 from minippo import (
     envs,
@@ -41,6 +42,7 @@ from minippo import (
     plotting,
     checks,
     lm,
+    prose,
 )
 
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 __all__ = ["set_seed", "seed_offset", "shifted_seed", "generator", "rng", "check_shape",
-           "check_same_shape", "check_finite", "check_range", "glue"]
+           "check_same_shape", "check_finite", "check_range"]
 
 #: The seed knob: ``MINIPPO_SEED_OFFSET=k`` shifts every seed of a run by ``k`` (default 0), so
 #: the whole book can be re-run on other random numbers (book/how_to_use.md).
@@ -111,21 +111,3 @@ def check_finite(update: int, **values) -> None:
                 "check rewards and observations for NaN/inf, keep gradient clipping "
                 "(max_grad_norm) on, and normalise advantages."
             )
-
-
-def glue(name: str, value, display: bool = False) -> None:
-    """Hand a number the run computed to the book's prose: ``{glue:text}`name:.2f```.
-
-    In the built book this is myst-nb's ``glue``; where myst-nb is missing (Colab) the value is
-    printed instead, so prose never carries a typed-in number.
-    """
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    elif isinstance(value, np.generic):
-        value = value.item()  # numpy 2 scalars would otherwise break the glue role
-    try:
-        from myst_nb import glue as myst_glue
-    except ImportError:
-        print(f"{name} = {value}")
-        return
-    myst_glue(name, value, display=display)

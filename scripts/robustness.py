@@ -129,6 +129,7 @@ def run_one(path: Path, variant_env: dict, offset: int, timeout_s: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in NUMERICS_VARIABLES}
     env.update(variant_env)
     env["MINIPPO_SEED_OFFSET"] = str(offset)
+    env["MINIPPO_MYST_GLUE"] = "1"  # mp.glue writes myst-nb's outputs, which glued_values reads
     with tempfile.TemporaryDirectory(prefix="minippo-robustness-") as cache:
         env["MINIPPO_CACHE"] = cache  # an empty SFT cache, as on a fresh machine
         cmd = [sys.executable, __file__, "--one", str(path), "--timeout", str(timeout_s)]

@@ -16,8 +16,15 @@
    each assembled solution whole, together with any other notebook cell tagged ``solution``
    (myst-nb marks a tagged cell with the class ``tag_solution``) -- the cells that
    ``scripts/student_edition.py`` removes from the notebooks.
+
+3. **Glued numbers for myst-nb.** ``mp.glue`` hands its values to myst-nb only in kernels whose
+   environment has ``MINIPPO_MYST_GLUE`` (``minippo.prose.MYST_GLUE_VARIABLE``); elsewhere those
+   outputs would be noise. The kernels myst-nb starts inherit this process's environment, so
+   setting it here, before any notebook is executed, covers every build of the book.
 """
 from __future__ import annotations
+
+import os
 
 from docutils import nodes
 from sphinx.transforms import SphinxTransform
@@ -61,7 +68,11 @@ class RemoveSolutions(SphinxTransform):
                 node.parent.remove(node)
 
 
+MYST_GLUE_VARIABLE = "MINIPPO_MYST_GLUE"  # minippo.prose.MYST_GLUE_VARIABLE (a test checks)
+
+
 def setup(app):
+    os.environ[MYST_GLUE_VARIABLE] = "1"
     app.setup_extension("sphinx_exercise")
     app.add_config_value("minippo_hide_solutions", False, "env")
     app.connect("config-inited", take_over_hide_solutions, priority=100)
