@@ -10,7 +10,8 @@ is not to 127.0.0.1 is aborted, so the checks see what a reader without network 
 - every page in the table of contents loads with no console error and no failed request;
 - every image has loaded; math is typeset by the vendored MathJax, with no TeX errors;
 - every solution starts collapsed, opens when clicked, and hides its code cells until then;
-- each chapter's Colab button opens that chapter's notebook from the configured repository.
+- each chapter's Colab button opens that chapter's reader edition (reader_edition/chapters/...,
+  see scripts/reader_edition.py) from the configured repository.
 
 A screenshot of one chapter is saved to ``_build/screenshots/chapter.png`` for a person to look at.
 """
@@ -28,7 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from book_toc import CONFIG, ROOT, toc_files
+import contextlib
+
+from book_toc import CONFIG, ROOT, colab_notebook, toc_files
 
 BUILD = ROOT / "_build"
 HTML = BUILD / "html"
@@ -109,16 +112,25 @@ def built_book() -> Path:
     return HTML
 
 
-@pytest.fixture(scope="session")
-def server(built_book):
-    handler = functools.partial(QuietHandler, directory=str(built_book))
+@contextlib.contextmanager
+def serve(directory: Path):
+    """Serve ``directory`` on 127.0.0.1; yields the base URL."""
+    handler = functools.partial(QuietHandler, directory=str(directory))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(built_book):
+    with serve(built_book) as base:
+        yield base
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -308,10 +320,13 @@ def test_colab_button_opens_this_chapter(visited, doc):
     v = visited(doc)
     hrefs = v.page.locator("a[href*='colab.research.google.com']").evaluate_all(
         "els => els.map(el => el.getAttribute('href'))")
-    expected = f"https://colab.research.google.com/github/{OWNER_REPO}/blob/{BRANCH}/{doc}.ipynb"
+    expected = f"https://colab.research.google.com/github/{OWNER_REPO}/blob/{BRANCH}/{colab_notebook(doc)}"
     assert hrefs, f"{doc}: no Colab launch button"
     assert set(hrefs) == {expected}, f"{doc}: Colab links {hrefs}, expected {expected}"
-    assert (ROOT / f"{doc}.ipynb").exists()
+    assert (ROOT / colab_notebook(doc)).exists(), f"{colab_notebook(doc)} is missing: run scripts/reader_edition.py"
+    # path_to_book points the launch buttons at the reader edition; the buttons that would take
+    # it as the path of the page's source must stay off.
+    assert not CONFIG["html"].get("use_edit_page_button") and not CONFIG["html"].get("use_source_button")
 
 
 def test_bibliography_lists_the_references(visited):
