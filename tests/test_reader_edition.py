@@ -250,6 +250,7 @@ def as_jupyter_html(nb, out_dir) -> str:
     exporter = HTMLExporter(template_name="lab")
     exporter.mathjax_url = "mathjax/tex-chtml-full.js"
     body, _ = exporter.from_notebook_node(nb)
+    body = re.sub(r'<script src="https://[^"]*require[^"]*"></script>', "", body)  # for widgets; offline
     config = ("<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
               "displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']], processEscapes: true}};</script>\n")
     body = body.replace('<script src="mathjax/tex-chtml-full.js">', config + '<script src="mathjax/tex-chtml-full.js">', 1)
