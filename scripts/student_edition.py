@@ -7,8 +7,9 @@
                                                       # in student_edition/_build/html
 
 Notebooks: every cell tagged ``solution`` is removed and every code cell's outputs and
-execution count are cleared; everything else (cell ids, metadata, the other cells and their
-order) is kept exactly. The source notebooks are never modified.
+execution count are cleared (:func:`strip_notebook`); then the MyST markup is turned into plain
+Markdown exactly as in the reader edition (``scripts/reader_edition.py``), so the notebooks read
+cleanly in Colab, Jupyter and VS Code. The source notebooks are never modified.
 
 Rendered book (``--html``): builds the book with sphinx-exercise's ``hide_solutions`` switched
 on, from a copy of ``_config.yml`` that differs only in that switch (so ``_config.yml`` stays
@@ -25,6 +26,9 @@ from pathlib import Path
 
 import nbformat
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when imported
+import reader_edition  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION_TAG = "solution"
@@ -47,19 +51,30 @@ def strip_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+def student_notebook(nb: nbformat.NotebookNode, doc: str, book) -> nbformat.NotebookNode:
+    """The student edition of one notebook: no solutions, no outputs, plain Markdown."""
+    return reader_edition.reader_notebook(strip_notebook(nb), doc, book)
+
+
 def write_student_edition(notebooks: list[Path], out: Path) -> list[Path]:
-    """Write stripped copies of ``notebooks`` under ``out``, keeping their path below the root."""
-    written = []
+    """Write student copies of ``notebooks`` under ``out``, keeping their path below the root.
+
+    Notebooks that are not pages of the book are numbered as if they followed it."""
+    placed = []
     for src in notebooks:
         src = src.resolve()
         try:
             rel = src.relative_to(ROOT)
         except ValueError:  # a notebook outside the repository: keep just its name
             rel = Path(src.name)
+        placed.append((src, rel, rel.with_suffix("").as_posix()))
+    pages = reader_edition.toc_files(reader_edition.read_yaml(ROOT / "_toc.yml"))
+    book = reader_edition.load_book(extra=[(doc, src) for src, _, doc in placed if doc not in pages])
+    written = []
+    for src, rel, doc in placed:
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        nb = nbformat.read(src, as_version=4)
-        nbformat.write(strip_notebook(nb), dst)
+        nbformat.write(student_notebook(nbformat.read(src, as_version=4), doc, book), dst)
         written.append(dst)
     return written
 

@@ -1,7 +1,8 @@
 """The student edition (scripts/student_edition.py) and the rendered edition without solutions.
 
 - Notebooks: exactly the ``solution``-tagged cells are gone, every output is cleared, and
-  everything else (cells, ids, metadata, order) is identical to the source.
+  everything else (cells, ids, metadata, order) is identical to the source; the notebooks
+  written are that, in the reader edition's plain Markdown (no MyST left, no solution shown).
 - Rendered book: with ``hide_solutions`` the exercises stay and the solutions, including the
   code cells of a gated solution, are gone. Built from a small copy of the book with notebook
   execution off, so it takes seconds, not the whole book's minutes.
@@ -9,7 +10,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -21,13 +21,14 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+from book_toc import load_script, reader_edition
+from test_reader_edition import clean, markdown_seen
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "student_edition.py"
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
 
-spec = importlib.util.spec_from_file_location("student_edition", SCRIPT)
-student_edition = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(student_edition)
+student_edition = load_script("student_edition")
 
 
 def solution_tagged(cell) -> bool:
@@ -115,8 +116,15 @@ def test_command_writes_every_chapter_and_leaves_sources_alone(tmp_path):
     assert "Wrote" in result.stdout
     written = sorted((out / "chapters").glob("*.ipynb"))
     assert [p.name for p in written] == [p.name for p in NOTEBOOKS]
+    book = reader_edition.load_book()
     for src, dst in zip(NOTEBOOKS, written):
-        assert nbformat.read(dst, as_version=4) == expected_student_copy(nbformat.read(src, as_version=4))
+        got = nbformat.read(dst, as_version=4)
+        doc = f"chapters/{src.stem}"
+        assert got == reader_edition.reader_notebook(expected_student_copy(nbformat.read(src, as_version=4)), doc, book)
+        shown = markdown_seen(got, values={})
+        assert not clean(shown), f"{dst.name} shows MyST: {clean(shown)[:3]}"
+        assert not any("Solution to" in md for md in shown), f"{dst.name} shows a solution"
+        assert not any(c.metadata.get("tags", []).count("solution") for c in got.cells)
     assert {p: p.read_bytes() for p in NOTEBOOKS} == before, "the source notebooks were modified"
 
     # Named notebooks only, including one outside the repository.
@@ -124,7 +132,10 @@ def test_command_writes_every_chapter_and_leaves_sources_alone(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     got = nbformat.read(tmp_path / "one" / "99_extra.ipynb", as_version=4)
-    assert got == expected_student_copy(nbformat.read(extra, as_version=4))
+    sources = "\n".join(c.source for c in got.cells)
+    assert "SOLUTION" not in sources and "STUDENT-STUB" in sources and "AFTER-EXERCISE" in sources
+    assert re.search(r"^> \*\*Exercise \d+\*\* \(Double it\)", sources, flags=re.M), sources
+    assert not clean(markdown_seen(got, values={}))
     assert "4 solution cells" in result.stdout
 
 
