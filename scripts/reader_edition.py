@@ -124,6 +124,19 @@ def number(kind: str, in_book: int, chapter: int | None, in_chapter: int) -> str
     return str(in_book)
 
 
+@dataclass
+class Numbering:
+    """Counts the numbered blocks of each kind, through the book and per page, in reading order."""
+    chapter_numbers: dict[str, int]
+    in_book: dict[str, int] = field(default_factory=dict)
+    in_page: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def next(self, kind: str, doc: str) -> str:
+        self.in_book[kind] = self.in_book.get(kind, 0) + 1
+        self.in_page[doc, kind] = self.in_page.get((doc, kind), 0) + 1
+        return number(kind, self.in_book[kind], self.chapter_numbers.get(doc), self.in_page[doc, kind])
+
+
 def load_book(root: Path = ROOT, extra: list[tuple[str, Path]] = ()) -> Book:
     """Read the table of contents, every page's numbered blocks and labels, and the bibliography.
 
@@ -134,17 +147,10 @@ def load_book(root: Path = ROOT, extra: list[tuple[str, Path]] = ()) -> Book:
     book = Book(docs=[doc for doc, _ in docs])
     chapters = [doc for doc, _ in docs if doc.startswith("chapters/")]
     book.chapter_numbers = {doc: i + 1 for i, doc in enumerate(chapters)}
-    in_book: dict[str, int] = {}
+    numbering = Numbering(book.chapter_numbers)
     for doc, path in docs:
-        in_chapter: dict[str, int] = {}
-
-        def count(kind: str) -> str:
-            in_book[kind] = in_book.get(kind, 0) + 1
-            in_chapter[kind] = in_chapter.get(kind, 0) + 1
-            return number(kind, in_book[kind], book.chapter_numbers.get(doc), in_chapter[kind])
-
         for text in markdown_sources(path):
-            collect_targets(text, doc, book, count)
+            collect_targets(text, doc, book, numbering)
     sphinx_config = config.get("sphinx", {}).get("config", {})
     book.brackets = {"author_year": ("[", "]"), "author_year_round": ("(", ")")}[
         sphinx_config.get("bibtex_reference_style", "author_year")]
@@ -153,7 +159,7 @@ def load_book(root: Path = ROOT, extra: list[tuple[str, Path]] = ()) -> Book:
     return book
 
 
-def collect_targets(text: str, doc: str, book: Book, count) -> None:
+def collect_targets(text: str, doc: str, book: Book, numbering: Numbering) -> None:
     """Record the page title, the numbered blocks, labelled equations and section targets of ``text``."""
     lines = text.split("\n")
     for i, line in enumerate(lines):
@@ -169,10 +175,10 @@ def collect_targets(text: str, doc: str, book: Book, count) -> None:
         if isinstance(block, Directive):
             kind = block.kind
             if kind and "nonumber" not in block.options:
-                book.targets[block.label(doc)] = Target(kind, doc, count(kind), block.arg)
-            collect_targets("\n".join(block.body), doc, book, count)
+                book.targets[block.label(doc)] = Target(kind, doc, numbering.next(kind, doc), block.arg)
+            collect_targets("\n".join(block.body), doc, book, numbering)
         elif isinstance(block, Math) and block.label:
-            book.targets[block.label] = Target("equation", doc, count("equation"))
+            book.targets[block.label] = Target("equation", doc, numbering.next("equation", doc))
 
 
 def read_bibliography(path: Path) -> dict[str, tuple[str, str]]:
@@ -317,34 +323,31 @@ class Page:
 
 
 def reference_text(page: Page, label: str) -> str:
-    """What a reference to ``label`` reads: "Exercise 13", "(4)", "Chapter 3, Definition 6"."""
+    """What a reference to ``label`` reads: "Exercise 13", "(4)", a section's or a page's title;
+    a target on another page also names it: "Chapter 3, Definition 6", "(6) of Chapter 9"."""
     target = page.book.targets.get(label)
     if target is None:
         page.fail(f"a reference to the unknown label {label!r}")
     if target.kind == "doc":
         return target.title
-    if target.kind == "section":
-        text = target.title
-    elif target.kind == "equation":
-        text = f"({target.number})"
-    else:
-        text = f"{target.kind.capitalize()} {target.number}"
-    if target.doc != page.doc and target.kind != "equation":
-        where = page.book.chapter_numbers.get(target.doc)
-        text = f"Chapter {where}, {text}" if where else f"{text} ({page.book.targets[target.doc].title})"
-    elif target.doc != page.doc:
-        text = f"{text} of Chapter {page.book.chapter_numbers.get(target.doc)}"
-    return text
+    text = {"section": target.title, "equation": f"({target.number})"}.get(
+        target.kind, f"{target.kind.capitalize()} {target.number}")
+    if target.doc == page.doc:
+        return text
+    chapter = page.book.chapter_numbers.get(target.doc)
+    where = f"Chapter {chapter}" if chapter else page.book.targets[target.doc].title
+    return f"{text} of {where}" if target.kind == "equation" else f"{where}, {text}"
 
 
 def citation(page: Page, keys: str, textual: bool) -> str:
-    """``{cite:p}`a,b``` -> "[A, 1998, B, 2001]"; ``{cite:t}`a``` -> "A [1998]"."""
+    """``{cite:p}`b,a``` -> "[A, 1998, B, 2001]"; ``{cite:t}`a``` -> "A [1998]"."""
     opening, closing = page.book.brackets
     found = []
     for key in (k.strip() for k in keys.split(",")):
         if key not in page.book.citations:
             page.fail(f"a citation of {key!r}, which is not in the bibliography")
         found.append(page.book.citations[key])
+    found.sort()  # the book lists several works in one citation by author
     if textual:
         return ", ".join(f"{authors} {opening}{year}{closing}" for authors, year in found)
     return opening + ", ".join(f"{authors}, {year}" for authors, year in found) + closing
@@ -372,7 +375,7 @@ def convert_role(page: Page, role: str, content: str, original: str) -> str:
     if role == "doc":
         if text:
             return text
-        doc = (Path(page.doc).parent / content).as_posix()
+        doc = content.lstrip("/") if content.startswith("/") else (Path(page.doc).parent / content).as_posix()
         doc = re.sub(r"[^/]+/\.\./", "", doc)
         return reference_text(page, doc)
     if role == "math":

@@ -319,15 +319,10 @@ def tiny_book(*cells: str, code: str = "import minippo as mp") -> tuple:
                       + [new_markdown_cell(c) for c in cells])
     book = R.Book(docs=["chapters/tiny"], chapter_numbers={"chapters/tiny": 1},
                   citations=R.read_bibliography(ROOT / "book" / "references.bib"))
-    count: dict[str, int] = {}
-
-    def number(kind):
-        count[kind] = count.get(kind, 0) + 1
-        return R.number(kind, count[kind], 1, count[kind])
-
+    numbering = R.Numbering(book.chapter_numbers)
     for c in nb.cells:
         if c.cell_type == "markdown":
-            R.collect_targets(c.source, "chapters/tiny", book, number)
+            R.collect_targets(c.source, "chapters/tiny", book, numbering)
     return nb, book
 
 
