@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import html
+import json
 import re
 import shutil
 import time
@@ -203,24 +204,18 @@ def test_numbers_references_and_citations_match_the_rendered_book(built_book, bo
         assert cited in text, f"{doc}: the book does not show {cited!r} for {{{role}}}`{keys}`"
 
 
-def glued_values(executed) -> dict[str, dict]:
-    """``name -> MIME bundle`` of every value glued in a notebook that myst-nb executed."""
-    values = {}
-    for cell in executed.cells:
-        for output in cell.get("outputs", []):
-            scrap = output.get("metadata", {}).get("scrapbook")
-            if scrap:
-                prefix = scrap.get("mime_prefix", "")
-                values[scrap["name"]] = {k[len(prefix):]: v for k, v in output["data"].items()}
-    return values
+def glued_values(doc: str) -> dict[str, dict]:
+    """``name -> MIME bundle`` of every value glued when the book executed ``doc`` (myst-nb keeps
+    them, without its MIME prefix, in ``_build/jupyter_execute/<doc>.glue.json``)."""
+    data = json.loads((BUILD / "jupyter_execute" / f"{doc}.glue.json").read_text(encoding="utf-8"))
+    return {name: output["data"] for name, output in data.items()}
 
 
 @pytest.mark.parametrize("doc", CHAPTERS)
 def test_prose_with_the_books_run_values_is_clean(built_book, doc):
     """Every number a prose cell quotes was glued in the book's executed run, and the prose
     filled with those values (as ``mp.prose.show`` fills it) shows no MyST."""
-    executed = read(BUILD / "jupyter_execute" / f"{doc}.ipynb")
-    values = glued_values(executed)
+    values = glued_values(doc)
     edition = opened_by_colab(doc)
     quoted = {m["name"] for c in edition.cells if prose_markdown(c) for m in mp.prose.GLUE_ROLE.finditer(prose_markdown(c))}
     assert quoted <= set(values), f"never glued: {sorted(quoted - set(values))}"
