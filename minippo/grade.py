@@ -83,9 +83,12 @@ __all__ = ["Grade", "Exercise", "Chapter", "read_chapter", "grade", "write_csv",
 PASSED, FAILED, NOT_ATTEMPTED, ERROR, MANUAL = "passed", "failed", "not attempted", "error", "manual"
 #: the cell tag that gives an exercise its points, on the exercise's statement cell
 POINTS_TAG = re.compile(r"points-(\d+(?:\.\d+)?)")
-#: an exercise's statement and its label (the same pattern the notebook contract test uses)
+#: an exercise's statement and its label (the same pattern the notebook contract test uses): the
+#: chapter's MyST, or the anchor before "**Exercise N**" in the reader and student editions
+#: (scripts/reader_edition.py), so that a submitted student edition is recognised too
 EXERCISE_LABEL = re.compile(
-    r"\{exercise(?:-start)?\}[^\n]*\n(?:\s*:[\w-]+:[^\n]*\n)*?\s*:label:\s*(\S+)")
+    r"(?:\{exercise(?:-start)?\}[^\n]*\n(?:\s*:[\w-]+:[^\n]*\n)*?\s*:label:\s*|<a id=\")"
+    r"([^\s\"]+)(?:(?=\s|$)|\"></a>\*\*Exercise\b)")
 CHAPTERS_DIR = Path(minippo.__file__).resolve().parent.parent / "chapters"
 STARTUP_TIMEOUT_S = 120.0  # importing torch and running the setup cell, on a busy machine
 _KERNEL = "minippo.grade_kernel"

@@ -10,7 +10,8 @@ HTML ``<details>``, ``$...$`` math); it is committed, and the book's Colab butto
 (``repository.path_to_book`` in ``_config.yml``). The conversion:
 
 - ``{exercise}``, ``{prf:theorem}`` and the other numbered blocks become quoted blocks headed
-  "**Exercise 13** (title)", numbered as the rendered book numbers them (:func:`number`); proofs
+  "**Exercise 13** (title)", numbered as the rendered book numbers them (:func:`number`), after an
+  invisible ``<a id="label">`` anchor (``minippo.grade`` recognises exercises by it); proofs
   are "*Proof.* ... ∎"; admonitions are quoted blocks with a bold title.
 - ``{solution}`` becomes a ``<details>`` block, "Solution to Exercise 13", folded as in the book;
   the code cells of a ``{solution-start}`` ... ``{solution-end}`` solution get a hidden input.
@@ -431,7 +432,7 @@ def details(summary: str, body: str) -> str:
     return f"<details>\n{summary}\n\n{body}\n\n</details>" if body.strip() else f"<details>\n{summary}\n</details>"
 
 
-def convert_directive(page: Page, d: Directive) -> str:
+def convert_directive(page: Page, d: Directive) -> str | list[str]:
     target = page.book.targets.get(d.label(page.doc)) if d.kind else None
     title = convert_inline(page, d.arg)
     if d.name in ADMONITIONS and d.name != "admonition":  # its argument is the body's first line
@@ -439,7 +440,12 @@ def convert_directive(page: Page, d: Directive) -> str:
     body = convert_text(page, "\n".join(d.body))
     if d.kind:
         head = f"**{d.kind.capitalize()} {target.number}**" if target else f"**{d.kind.capitalize()}**"
-        return quote(f"{head}{' (' + title + ')' if title else ''}\n\n{body}")
+        if "label" in d.options:  # an anchor to link to; minippo.grade finds exercises by it
+            head = f'<a id="{d.options["label"]}"></a>{head}'
+        head += f" ({title})" if title else ""
+        if GLUE.search(body) and not GLUE.search(head):  # the body will be a prose cell: the
+            return [quote(head), quote(body)]           # heading stays Markdown, readable unrun
+        return quote(f"{head}\n\n{body}")
     if d.name == "prf:proof":
         head = f"*Proof.*{' (' + title + ')' if title else ''}"
         starts_block = re.match(r"^\s*(\d+\.|[-*+]\s|\$\$|```|>)", body)
@@ -471,7 +477,8 @@ def convert_units(page: Page, text: str) -> list[str]:
             if block.name in ("solution-start", "solution-end"):
                 units.append(block)  # the notebook-level pass folds what follows
             else:
-                units.append(convert_directive(page, block))
+                converted = convert_directive(page, block)
+                units += converted if isinstance(converted, list) else [converted]
         elif isinstance(block, Math):
             units.append(convert_math(page, block))
         else:

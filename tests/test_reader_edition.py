@@ -36,6 +36,7 @@ EXECUTED_DOC = "chapters/01_policy_gradient"  # cheap, and it has every construc
                                               # before it is computed, theorems, equations, gated solutions
 READER_SCREENSHOT = SCREENSHOT.parent / "reader_edition.png"
 MATHJAX = ROOT / "book" / "_static" / "mathjax"
+ANCHOR = r'(?:<a id="[^"]+"></a>)?'  # before a numbered block's bold heading
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,7 @@ def test_colab_notebook_keeps_the_chapter(doc):
     text = "\n".join(c.source for c in source.cells if c.cell_type == "markdown")
     shown = "\n".join(markdown_seen(edition, values={}))
     n_exercises = len(re.findall(r"^\s*[`:]{3,}\{exercise\}", text, flags=re.M))
-    assert len(re.findall(r"^> \*\*Exercise \d+\*\*", shown, flags=re.M)) == n_exercises
+    assert len(re.findall(rf"^> {ANCHOR}\*\*Exercise \d+\*\*", shown, flags=re.M)) == n_exercises
     n_solutions = len(re.findall(r"\{solution(-start)?\}", text))
     assert len(re.findall(r"<summary><b>Solution to Exercise \d+</b>", shown)) == n_solutions
     n_glue = len(re.findall(r"\{glue:\w+\}`", text))
@@ -185,7 +186,7 @@ def test_numbers_references_and_citations_match_the_rendered_book(built_book, bo
     in_book = [page_text(t) for t in re.findall(r'<span class="caption-number">(.*?)</span>', page)]
     shown = "\n".join(markdown_seen(opened_by_colab(doc), values={}))
     kinds = "|".join(["Exercise"] + [k.capitalize() for k in R.NUMBERED_PROOFS])
-    in_edition = re.findall(rf"^> \*\*((?:{kinds}) \d+)\*\*", shown, flags=re.M)
+    in_edition = re.findall(rf"^> {ANCHOR}\*\*((?:{kinds}) \d+)\*\*", shown, flags=re.M)
     assert in_edition == [t for t in in_book if re.match(rf"({kinds}) \d+$", t)]
     # References in the prose ({ref}, {numref}, {prf:ref}, {eq}): the edition's text ends with the book's.
     prose = re.sub(r'<p class="admonition-title">.*?</p>', "", page, flags=re.S)
@@ -332,8 +333,8 @@ def test_exercise_and_solution_become_numbered_quote_and_details():
                      "````{exercise}\n:label: ex-b\n\nAgain.\n````",
                      "```{solution} ex-b\n:class: dropdown\n\nIt is $x +\nx$.\n```",
                      "See {ref}`ex-b` and {numref}`ex-a`.")
-    assert "> **Exercise 1** (Double it)\n>\n> Write $2x$\n> for `x`." in text
-    assert "> **Exercise 2**\n>\n> Again." in text
+    assert '> <a id="ex-a"></a>**Exercise 1** (Double it)\n>\n> Write $2x$\n> for `x`.' in text
+    assert '> <a id="ex-b"></a>**Exercise 2**\n>\n> Again.' in text
     assert "<details>\n<summary><b>Solution to Exercise 2</b></summary>\n\nIt is $x +\nx$.\n\n</details>" in text
     assert "See Exercise 2 and Exercise 1." in text
 
@@ -343,7 +344,7 @@ def test_theorems_proofs_equations_and_citations():
                      "```{prf:proof}\nBy {eq}`eq-a` and {prf:ref}`thm-a` {cite:p}`schulman2017ppo`.\n```",
                      "{cite:t}`schulman2017ppo` used {term}`the clip <clip>`; {math}`x^2`.",
                      "(sec-x)=\n## A section\n\nBack to {ref}`sec-x`.\n\n::: {note}\nMind the $x$.\n:::")
-    assert "> **Theorem 1** (Big)\n>\n> It holds:\n>\n> $$ a = b \\tag{1} $$" in text
+    assert '> <a id="thm-a"></a>**Theorem 1** (Big)\n>\n> It holds:\n>\n> $$ a = b \\tag{1} $$' in text
     assert "> *Proof.* By (1) and Theorem 1 [Schulman et al., 2017].\n>\n> ∎" in text
     assert "Schulman et al. [2017] used the clip; $x^2$." in text
     assert "(sec-x)=" not in text and "Back to A section." in text
@@ -359,7 +360,7 @@ def test_gated_solution_code_is_hidden_and_glued_prose_becomes_a_prose_cell():
     nb.cells.insert(4, new_code_cell("answer = 42"))
     out = R.reader_notebook(nb, "chapters/tiny", book)
     kinds = [(c.cell_type, c.source.splitlines()[0]) for c in out.cells[2:]]
-    assert kinds == [("markdown", "> **Exercise 1**"), ("markdown", "<details>"),
+    assert kinds == [("markdown", '> <a id="ex-c"></a>**Exercise 1**'), ("markdown", "<details>"),
                      ("code", "# @title Solution to Exercise 1: code (click to show)"),
                      ("code", R.PROSE_TITLE), ("markdown", "## Next")]
     assert "*The solution's code is in the folded cell below.*\n\n</details>" in out.cells[3].source

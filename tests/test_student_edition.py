@@ -126,6 +126,13 @@ def test_command_writes_every_chapter_and_leaves_sources_alone(tmp_path):
         assert not any("Solution to" in md for md in shown), f"{dst.name} shows a solution"
         assert not any(c.metadata.get("tags", []).count("solution") for c in got.cells)
     assert {p: p.read_bytes() for p in NOTEBOOKS} == before, "the source notebooks were modified"
+    # A submitted student edition is recognised by the grader: the same exercise labels.
+    from minippo.grade import EXERCISE_LABEL
+
+    for src, dst in zip(NOTEBOOKS, written):
+        labels = [[label for c in nbformat.read(p, as_version=4).cells if c.cell_type == "markdown"
+                   for label in EXERCISE_LABEL.findall(c.source)] for p in (src, dst)]
+        assert labels[0] == labels[1], f"{dst.name}: the grader sees {labels[1]}, the chapter has {labels[0]}"
 
     # Named notebooks only, including one outside the repository.
     result = subprocess.run([sys.executable, str(SCRIPT), str(extra), "--out", str(tmp_path / "one")],
@@ -134,7 +141,7 @@ def test_command_writes_every_chapter_and_leaves_sources_alone(tmp_path):
     got = nbformat.read(tmp_path / "one" / "99_extra.ipynb", as_version=4)
     sources = "\n".join(c.source for c in got.cells)
     assert "SOLUTION" not in sources and "STUDENT-STUB" in sources and "AFTER-EXERCISE" in sources
-    assert re.search(r"^> \*\*Exercise \d+\*\* \(Double it\)", sources, flags=re.M), sources
+    assert re.search(r'^> <a id="ex-double"></a>\*\*Exercise \d+\*\* \(Double it\)', sources, flags=re.M), sources
     assert not clean(markdown_seen(got, values={}))
     assert "4 solution cells" in result.stdout
 
