@@ -89,9 +89,9 @@ def native_environment() -> dict:
     return env
 
 
-@pytest.fixture(scope="session")
-def built_book() -> Path:
-    """``_build/html``, built with zero warnings (or reused if fresh); one builder at a time."""
+def build_book() -> Path:
+    """``_build/html``, built with zero warnings (or reused if fresh); one builder at a time.
+    (The session fixture ``built_book`` in ``conftest.py`` calls this once per test session.)"""
     BUILD.mkdir(exist_ok=True)
     with open(BUILD / ".book_build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several people may run the tests in one checkout
@@ -138,8 +138,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="session")
-def browser():
+@contextlib.contextmanager
+def chromium():
+    """Debian's headless Chromium driven by Playwright (the ``browser`` fixture in ``conftest.py``)."""
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is missing: `apt-get install chromium` (scripts/test.sh does)")
     from playwright.sync_api import sync_playwright

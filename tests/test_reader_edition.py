@@ -29,7 +29,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import minippo as mp
 from book_toc import CONFIG, ROOT, colab_notebook, reader_edition as R, toc_files
-from test_book import BUILD, SCREENSHOT, Visit, browser, built_book, serve  # noqa: F401 (fixtures)
+from test_book import BUILD, SCREENSHOT, Visit, serve
 
 CHAPTERS = [doc for doc in toc_files() if doc.startswith("chapters/")]
 EXECUTED_DOC = "chapters/01_policy_gradient"  # cheap, and it has every construct: glue shown
