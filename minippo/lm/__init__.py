@@ -25,7 +25,7 @@ from minippo.lm import (  # noqa: F401  (the modules, for mp.lm.rlhf.train etc.)
     alternatives, code_reward, codetask, memory, model, reward_model, rlhf, sandbox, sft, tokenizer,
 )
 from minippo.lm.tokenizer import CharTokenizer
-from minippo.lm.model import GPT, GPTConfig, Generation, generate, response_logprobs, response_mask
+from minippo.lm.model import GPT, GPTConfig, Generation, generate, logprob_mismatch, response_logprobs, response_mask
 from minippo.lm.codetask import CodeSpec, CodeTask, CodeTaskConfig, CodeReward, body_kind, make_task
 from minippo.lm.sft import SFTConfig, train_sft, pretrained_sft
 from minippo.lm.reward_model import (

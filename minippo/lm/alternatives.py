@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.history import History
-from minippo.lm.model import GPT, response_logprobs
+from minippo.lm.model import GPT, logprob_mismatch, response_logprobs
 from minippo.lm.reward_model import PreferencePair
 from minippo.lm.rlhf import RewardFn, generation_stats, sample_responses
 from minippo.lm.sft import check_training_fields, optimizer_step, set_learning_rate
@@ -225,7 +225,7 @@ def _group_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenize
         "rlhf/score": float(score.mean()),
         "rlhf/kl_to_ref": float(kl.sum(dim=1).mean()),
         "rlhf/kl_to_ref_k3": float((kl_k3(logp, logp_ref) * m).sum(dim=1).mean()),
-        "rlhf/logprob_mismatch": float((logp - gen.logp)[m].abs().max()),
+        "rlhf/logprob_mismatch": logprob_mismatch(gen.logp, logp, m),
         "rollout/episode_length": float(gen.lengths.float().mean()),
         **generation_stats(gen.response, m, gen.finished, texts),
         **metrics,

@@ -34,6 +34,7 @@ __all__ = [
     "response_mask",
     "generate",
     "response_logprobs",
+    "logprob_mismatch",
     "sequence_positions",
 ]
 
@@ -306,3 +307,18 @@ def response_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Te
     logp = logprobs.gather(2, tokens[:, P:, None]).squeeze(2)  # (B, R)
     entropy = -(logprobs.exp() * logprobs).sum(dim=-1)  # (B, R)
     return logp, entropy, values
+
+
+def logprob_mismatch(sampled_logp: torch.Tensor, recomputed_logp: torch.Tensor, mask: torch.Tensor) -> float:
+    """``rlhf/logprob_mismatch``: the largest |log-prob recorded while sampling - log-prob recomputed
+    by a forward pass| over the response tokens in ``mask`` (nats; 0 for an empty mask).
+
+    The update's ratio divides by pi_old, so pi_old must be the policy that sampled: any mismatch
+    beyond float rounding is a bug (a temperature applied on one side only, dropout left on, a
+    position shift: chapters 8 and 10).
+    """
+    if sampled_logp.shape != recomputed_logp.shape or sampled_logp.shape != mask.shape:
+        raise ValueError(f"shapes must match: sampled_logp {tuple(sampled_logp.shape)}, "
+                         f"recomputed_logp {tuple(recomputed_logp.shape)}, mask {tuple(mask.shape)}")
+    diff = (sampled_logp - recomputed_logp).detach()[mask.bool()].abs()  # (N,)
+    return float(diff.max()) if diff.numel() else 0.0

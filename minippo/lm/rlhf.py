@@ -48,7 +48,7 @@ from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without 
 
 from minippo.advantages import gae, whiten
 from minippo.history import History
-from minippo.lm.model import GPT, Generation, generate, response_logprobs
+from minippo.lm.model import GPT, Generation, generate, logprob_mismatch, response_logprobs
 from minippo.lm.sft import optimizer_step, set_learning_rate
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.objectives import (
@@ -263,7 +263,7 @@ def make_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenizer:
         "rlhf/non_score_reward": float(non_score.mean()),
         "rlhf/kl_to_ref": float(kl.sum(dim=1).mean()),
         "rlhf/kl_to_ref_k3": float((kl_k3(logp, logp_ref) * mask).sum(dim=1).mean()),
-        "rlhf/logprob_mismatch": float((logp - gen.logp)[mask].abs().max()),
+        "rlhf/logprob_mismatch": logprob_mismatch(gen.logp, logp, mask),
         **generation_stats(gen.response, mask, gen.finished, texts),
         **reward_metrics,
     }
