@@ -774,3 +774,38 @@ def check_group_advantages(fn: Callable, n_cases: int = 20) -> bool:
                  hint="groups are CONSECUTIVE rows: scores.reshape(-1, group_size), not (group_size, -1); "
                       "mean and std along dim=1 with keepdim; torch.std is the unbiased one (n - 1); "
                       "add 1e-4 to the std, so an all-equal group gives zeros, not NaN.")
+
+
+# =========================================================================== Chapter 10
+def _position_ids(attention_mask: Tensor) -> Tensor:
+    from minippo.lm.model import sequence_positions
+
+    return sequence_positions(attention_mask)
+
+
+def _cases_position_ids(i: int, gen: torch.Generator):
+    scenarios = ["no padding at all", "one row that is all padding but its last token",
+                 "bool mask", "a single row", "a real token after a gap (packed rows)"]
+    what = scenarios[i] if i < len(scenarios) else "random left padding"
+    B = 1 if what == "a single row" else int(torch.randint(2, 6, (), generator=gen))
+    L = int(torch.randint(3, 12, (), generator=gen))
+    real = torch.randint(1, L + 1, (B,), generator=gen)  # real tokens per row, at the right end
+    if what == "no padding at all":
+        real[:] = L
+    elif what == "one row that is all padding but its last token":
+        real[0] = 1
+    mask = torch.arange(L)[None, :] >= (L - real)[:, None]  # (B, L) left padding
+    if what == "a real token after a gap (packed rows)":
+        mask[0, 0], mask[0, 1] = True, False  # a real token, a gap, then the row's tokens
+    mask = mask if what == "bool mask" else mask.long()
+    return what, {"attention_mask": mask}
+
+
+def check_position_ids(fn: Callable, n_cases: int = 20) -> bool:
+    r"""Check ``fn(attention_mask) -> (B, L) long``: the position of every token counted from the
+    row's first real token, :math:`p_{b,t} = \sum_{t' \le t} m_{b,t'} - 1`, and 0 on padding,
+    against :func:`minippo.lm.model.sequence_positions`.  Chapter 10, the position pitfall."""
+    return check(fn, _position_ids, _cases_position_ids, n_cases, name="position_ids",
+                 hint="count real tokens along each row (cumsum over dim=1, not dim=0) and subtract 1; "
+                      "left padding then gets -1, which an embedding cannot look up: clamp it to 0; "
+                      "accept a bool or an integer mask (cast it with .long() first); return int64.")
