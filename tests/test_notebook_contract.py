@@ -25,7 +25,7 @@ REPO_URL = CONFIG["repository"]["url"]
 CHAPTERS = [
     "01_policy_gradient", "02_value_functions_gae", "03_trust_regions_trpo",
     "04_ppo_clipped_objective", "05_ppo_in_practice", "06_cartpole_to_tokens",
-    "07_reward_models_overoptimisation", "08_capstone_rlhf_code", "09_beyond_ppo",
+    "07_reward_models_overoptimisation", "08_capstone_rlhf_code", "09_beyond_ppo", "10_minippo_to_trl",
 ]
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
 
@@ -98,7 +98,8 @@ def test_first_code_cell_is_the_standard_setup_cell(notebook):
     where = f"{path.name}, first code cell"
     assert 'if "google.colab" in sys.modules:' in lines, f"{where}: no Colab guard"
     assert "import sys" in lines, f"{where}: the guard needs `import sys`"
-    installs = re.findall(r'%pip install\s+(?:-q\s+)?"minippo @ git\+([^"]+)"', src)
+    # an optional extra, as in `"minippo[trl] @ git+<url>"` (chapter 10 needs TRL)
+    installs = re.findall(r'%pip install\s+(?:-q\s+)?"minippo(?:\[[\w,-]+\])? @ git\+([^"]+)"', src)
     assert installs, f'{where}: no `%pip install -q "minippo @ git+<url>"` line'
     assert installs == [REPO_URL], (
         f"{where} installs minippo from {installs}, but _config.yml says {REPO_URL}")

@@ -35,7 +35,15 @@ import os
 # set is kept).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import warnings  # noqa: E402
+
 import torch  # noqa: E402
+
+with warnings.catch_warnings():
+    # transformers and datasets import tqdm.auto, which warns once in a notebook without
+    # ipywidgets and then falls back to text bars; minippo's own bars are text bars anyway.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import tqdm.auto  # noqa: E402,F401
 import torch.nn.functional as F  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, processors  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
