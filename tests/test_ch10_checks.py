@@ -4,6 +4,8 @@ import torch
 
 from minippo import checks
 
+torch.set_num_threads(1)  # one thread, as in the chapters (spinning threads waste CPU on a shared machine)
+
 
 def position_ids(attention_mask):
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)

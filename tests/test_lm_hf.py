@@ -8,6 +8,8 @@ import torch
 import minippo as mp
 from minippo.lm import hf
 
+torch.set_num_threads(1)  # one thread, as in the chapters (spinning threads waste CPU on a shared machine)
+
 
 def perturbed_gpt(seed=0):
     """A tiny GPT whose weights are not the initial ones (LayerNorms and biases away from 1 and 0)."""

@@ -3,11 +3,12 @@ import tempfile
 
 import pytest
 import torch
+import trl
 
 import minippo as mp
-from minippo.lm import hf, trl_bridge
+from minippo.lm import trl_bridge
 
-trl = pytest.importorskip("trl")
+torch.set_num_threads(1)  # one thread, as in the chapters (spinning threads waste CPU on a shared machine)
 
 
 def test_grpo_fields_make_the_same_run():
@@ -101,14 +102,22 @@ def test_fixed_trainer_scores_tokens_where_generate_sampled_them():
     assert mismatch[False] > 0.1
 
 
+def length_reward(prompts, responses, finished):
+    """Scores that differ within a group for any policy (the code reward may give an untrained
+    model the same score for every sample, hence zero advantages and no update)."""
+    scores = torch.tensor([(len(r) % 5) / 4 for r in responses])
+    return scores, {"code/avg_test_pass_rate": float(scores.mean())}
+
+
 def test_short_trl_run_trains_and_reports_minippo_names():
     task = mp.lm.make_task()
+    torch.manual_seed(0)
     sft = mp.lm.GPT()
     before = {k: v.clone() for k, v in sft.state_dict().items()}
     prompts = [s.prompt for s in task.train]
-    for cfg in (mp.lm.GRPOConfig(iterations=2, prompts_per_batch=2, group_size=2, warmup_iterations=0),
-                mp.lm.RLOOConfig(iterations=2, prompts_per_batch=2, group_size=2, warmup_iterations=0)):
-        trained, history = trl_bridge.train_trl(sft, prompts, task.reward_fn(), cfg, seed=0)
+    for cfg in (mp.lm.GRPOConfig(iterations=2, prompts_per_batch=2, group_size=4, warmup_iterations=0),
+                mp.lm.RLOOConfig(iterations=2, prompts_per_batch=2, group_size=4, warmup_iterations=0)):
+        trained, history = trl_bridge.train_trl(sft, prompts, length_reward, cfg, seed=0)
         assert isinstance(trained, mp.lm.GPT) and len(history) == cfg.iterations
         assert history["responses"] == [cfg.batch_size * (i + 1) for i in range(cfg.iterations)]
         for name in ("rlhf/score", "reward", "rlhf/kl_to_ref", "code/avg_test_pass_rate", "time/train_cpu_seconds"):
