@@ -5,11 +5,11 @@ Three published formulas give the bytes, and :func:`rlhf_memory` adds them up fo
 
 * :func:`model_state_bytes`: mixed-precision Adam keeps, per trained parameter, 2 bytes of 16-bit
   weights, 2 of 16-bit gradients and 12 of optimizer state (a 32-bit master copy of the weights
-  and Adam's two moments): 16 bytes in all.  ZeRO (Rajbhandari et al. 2020, Section 5 and
+  and Adam's two moments): 16 bytes in all.  ZeRO (Rajbhandari et al. 2020, Sections 3.1 and 5,
   Figure 1) shards the optimizer state over the ``N`` data-parallel GPUs (stage 1), then the
   gradients (stage 2), then the weights (stage 3; PyTorch's FSDP "full shard" is the same idea).
 * :func:`activation_bytes`: a transformer layer keeps ``s b h (34 + 5 a s / h)`` bytes of 16-bit
-  activations for the backward pass (Korthikanti et al. 2022, eq. 2; ``s`` tokens per sequence,
+  activations for the backward pass (Korthikanti et al. 2022, Section 4.1; ``s`` tokens per sequence,
   ``b`` sequences per micro-batch, ``h`` width, ``a`` heads).  ``5 a s / h`` is the attention
   matrix, which a fused ("flash") attention kernel never stores.  Full activation
   checkpointing (Chen et al. 2016; chapter 8) keeps only each layer's input, ``2 s b h`` bytes,
@@ -67,8 +67,8 @@ def model_state_bytes(n_params: float, zero_stage: int = 0, n_gpus: int = 1) -> 
     .. math:: (2 + 2 + 12)\\,\\Psi \\text{ bytes, with } 12\\Psi/N \\text{ (stage} \\ge 1),
               \\; 2\\Psi/N \\text{ gradients (stage} \\ge 2), \\; 2\\Psi/N \\text{ weights (stage 3)}
 
-    Source: Rajbhandari et al. (2020), "ZeRO", Section 5.1 and Figure 1 (7.5B parameters on 64
-    GPUs: 120, 31.4, 16.6 and 1.9 GB for stages 0-3).  Chapter 10.
+    Source: Rajbhandari et al. (2020), "ZeRO", Sections 3.1 and 5 and Figure 1 (7.5B parameters
+    on 64 GPUs: 120, 31.4, 16.6 and 1.9 GB for stages 0-3).  Chapter 10.
     """
     check_range("n_params", n_params, 0, low_open=True)
     check_range("n_gpus", n_gpus, 1)
@@ -89,7 +89,8 @@ def activation_bytes(shape: TransformerShape, seq_len: int, micro_batch: int, ch
     (the second: every layer's input, plus one layer rebuilt at a time).  ``flash_attention``
     drops the ``5 a s / h`` term (the attention matrix is never stored).  The logits are not
     included (:func:`rlhf_memory` adds them).  Source: Korthikanti et al. (2022), "Reducing
-    Activation Recomputation in Large Transformer Models", eq. 2 and Section 4.1.  Chapter 10.
+    Activation Recomputation in Large Transformer Models", Section 4.1 (activations per layer)
+    and Section 5 (full recomputation).  Chapter 10.
     """
     check_range("seq_len", seq_len, 1)
     check_range("micro_batch", micro_batch, 1)

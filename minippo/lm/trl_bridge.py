@@ -210,7 +210,10 @@ class RLOOTrainer(_PositionIdsFix, trl.RLOOTrainer):
 
 
 def _history(log_history: list[dict], config, train_cpu_seconds: float) -> History:
-    """TRL's log rows (one per minippo iteration) as a minippo History: TRL's names and minippo's."""
+    """TRL's log rows (one per minippo iteration) as a minippo History: TRL's names and minippo's.
+
+    ``global_step`` is TRL's ``num_tokens``, the prompt and completion tokens seen so far
+    (minippo's trainers count response tokens); ``responses`` counts sampled responses."""
     history = History(config=config)
     rows = [row for row in log_history if "reward" in row]
     for i, row in enumerate(rows):
