@@ -256,7 +256,8 @@ def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor
     The clipped term is ``minippo.objectives.clipped_surrogate``: its mean over the ``N`` masked
     tokens becomes the per-response weighting by scaling each token's advantage by
     :math:`w_i = N / (b Z_i) > 0`, which passes through the ``min`` and the clip unchanged.
-    Source: Shao et al. (2024), eq. 3; Liu et al. (2025), eq. 3.  Chapter 9, beyond PPO.
+    Source: Shao et al. (2024), eq. 3; Liu et al. (2025), eq. 3.  Chapter 9, beyond PPO; chapter 10
+    compares it with TRL's ``loss_type`` options (``grpo`` and ``dr_grpo`` are these two).
     """
     lengths = mask.sum(dim=1).to(logp.dtype)  # (b,)
     z = lengths if config.length_normalise else torch.full_like(lengths, float(config.max_new_tokens))  # (b,)

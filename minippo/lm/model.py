@@ -118,7 +118,10 @@ class Block(nn.Module):
 
 
 def sequence_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids counted from the first real token: ``cumsum(mask) - 1``, 0 on left padding."""
+    """Position ids counted from the first real token: ``cumsum(mask) - 1``, 0 on left padding.
+
+    Chapter 10 measures what a forward pass without them (GPT-2's default ``0, 1, 2, ...`` in
+    every row) does to the log-probabilities of left-padded rows."""
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
 
 
