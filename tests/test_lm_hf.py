@@ -132,3 +132,27 @@ def test_logprob_mismatch():
     assert mp.lm.logprob_mismatch(a, b, torch.zeros_like(mask)) == 0.0
     with pytest.raises(ValueError, match="shapes must match"):
         mp.lm.logprob_mismatch(a, b[:, :2], mask)
+
+
+def test_rotary_model_does_not_notice_the_shift():
+    """Chapter 10's claim: with rotary positions (a tiny random Llama, built offline) a left-padded
+    row scores the same with or without position_ids; the tiny GPT (absolute positions) does not."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=99, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=48,
+                                         pad_token_id=0, bos_token_id=1, eos_token_id=2)).eval()
+    gpt2 = hf.to_hf(perturbed_gpt())
+    with torch.no_grad():
+        gpt2.transformer.wpe.weight.normal_(0, 1.0)
+    ids, mask = left_padded_batch(mp.lm.CharTokenizer(), ["def first2(s):\n    re", "def a(x):\n"])
+    am, pos = mask.long(), hf.positions_from_mask(mask)
+    gaps = {}
+    with torch.no_grad():
+        for name, model in [("rotary", llama), ("absolute", gpt2)]:
+            shifted = model(input_ids=ids, attention_mask=am).logits  # positions 0, 1, 2, ... in every row
+            right = model(input_ids=ids, attention_mask=am, position_ids=pos).logits
+            gaps[name] = float((shifted - right)[mask].abs().max())
+    assert gaps["rotary"] < 1e-4, gaps
+    assert gaps["absolute"] > 0.1, gaps
