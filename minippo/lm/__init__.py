@@ -11,7 +11,13 @@
 ``rlhf``            RLHF-PPO: KL-penalised rewards, GAE with gamma = 1, clipped losses, KL control
 ``alternatives``    RLOO, GRPO / Dr. GRPO, DPO
 ``memory``          gradient accumulation and activation checkpointing, measured
+``scaling``         memory arithmetic at scale: model states (ZeRO), activations, KV cache (ch. 10)
+``hf``              the tiny GPT as a transformers GPT-2 and back, the tokenizer as a fast tokenizer
+``trl_bridge``      minippo's GRPO/RLOO configs, reward and position-ids fix for Hugging Face TRL
 ==================  ===========================================================================
+
+``hf`` and ``trl_bridge`` need the ``trl`` extra (``pip install "minippo[trl]"``) and are imported
+explicitly, ``from minippo.lm import hf, trl_bridge``: ``import minippo`` never loads transformers.
 
 Training loops return ``(model, history)`` and fine-tune the model they are given *in place*
 (pass ``copy.deepcopy(sft_model)`` to keep the SFT model): ``sft.train_sft``,
@@ -22,7 +28,7 @@ Shapes: B sequences, P prompt width (left-padded), R response width, L = P + R, 
 D hidden width.
 """
 from minippo.lm import (  # noqa: F401  (the modules, for mp.lm.rlhf.train etc.)
-    alternatives, code_reward, codetask, memory, model, reward_model, rlhf, sandbox, sft, tokenizer,
+    alternatives, code_reward, codetask, memory, model, reward_model, rlhf, sandbox, scaling, sft, tokenizer,
 )
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.lm.model import GPT, GPTConfig, Generation, generate, logprob_mismatch, response_logprobs, response_mask
