@@ -13,12 +13,12 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="the sandbox needs PO
 
 ADD3 = SimpleNamespace(
     signature="def add3(x):",
-    tests=["assert add3(1) == 4", "assert add3(0) == 3", "assert add3(-3) == 0", "assert add3(10) == 13"],
+    cases=[((1,), 4), ((0,), 3), ((-3,), 0), ((10,), 13)],
     reference_body="    return x + 3",
 )
 FIRST2 = SimpleNamespace(  # no reference: the default length budget applies
     signature="def first2(s):",
-    tests=["assert first2('hello') == 'he'", "assert first2('') == ''"],
+    cases=[(("hello",), "he"), (("",), "")],
 )
 
 
@@ -122,7 +122,7 @@ def test_hostile_bodies_earn_nothing():
 
 
 def test_hidden_tests_are_reported_but_never_rewarded():
-    weak = SimpleNamespace(signature=ADD3.signature, tests=ADD3.tests[1:2], hidden_tests=ADD3.tests[:1] + ADD3.tests[2:],
+    weak = SimpleNamespace(signature=ADD3.signature, cases=ADD3.cases[1:2], hidden_cases=ADD3.cases[:1] + ADD3.cases[2:],
                            reference_body=ADD3.reference_body)
     # "return 3" passes the visible test add3(0) == 3 and none of the hidden ones;
     # the last body loops forever on hidden inputs only: its reward must not notice.
@@ -137,13 +137,13 @@ def test_hidden_tests_are_reported_but_never_rewarded():
 
 def test_identical_programs_run_once(monkeypatch):
     seen = []
-    real = cr.run_batch
+    real = cr.run_cases
 
-    def counting(programs, tests, **kwargs):
+    def counting(programs, names, cases, **kwargs):
         seen.append(len(programs))
-        return real(programs, tests, **kwargs)
+        return real(programs, names, cases, **kwargs)
 
-    monkeypatch.setattr(cr, "run_batch", counting)
+    monkeypatch.setattr(cr, "run_cases", counting)
     out = code_rewards([ADD3] * 6 + [FIRST2] * 2, ["    return x + 3"] * 6 + ["    return s[:2]"] * 2, [True] * 8)
     assert seen == [2]
     assert out.rewards == [1.0] * 8

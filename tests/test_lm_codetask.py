@@ -56,7 +56,8 @@ def test_corpus_is_a_mixture_with_headroom(task):
 def test_weak_tests_variant_lets_a_constant_pass(task):
     weak = make_task(CodeTaskConfig(weak_tests=True))
     spec = next(s for s in weak.specs if s.name == "add3")
-    assert len(spec.tests) == 1 and len(spec.hidden_tests) == 3
+    assert len(spec.cases) == 1 and len(spec.hidden_cases) == 3
+    assert spec.cases == [((0,), 3)] and spec.all_cases[1:] == spec.hidden_cases
     scored = code_rewards([spec, spec], ["    return 3", spec.reference_body], [True, True])
     assert scored.tests == [1.0, 1.0] and scored.hidden == [0.0, 1.0]
     assert scored.metrics["code/hidden_test_pass_rate"] == 0.5

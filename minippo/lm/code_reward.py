@@ -11,14 +11,15 @@ function bodies. The source material's reward has three parts, and so does this 
 * :func:`syntax_ok` -- 1 if ``signature + "\\n" + body`` parses as exactly one function
   definition (the body may not dedent and add code outside the function). Only
   :func:`ast.parse`: nothing is executed.
-* tests -- the fraction of the spec's ``tests`` that pass, run by
-  :func:`minippo.lm.sandbox.run_batch` in a separate, limited process (DESIGN.md, reliability
-  contract: model-written code never runs in the reader's Python process).
+* tests -- the fraction of the spec's ``cases`` that pass: :func:`minippo.lm.sandbox.run_cases`
+  calls the function on each case's arguments in a fresh, locked-down process and the answer
+  is checked here (DESIGN.md, reliability contract: model-written code never runs in the
+  reader's Python process and never sees the expected answers).
 * :func:`quality_score` -- a measurable notion of clean code, documented there.
 
 Two rules sit on top of the weighted sum. A program the sandbox refused or had to stop
 (:data:`~minippo.lm.sandbox.VIOLATIONS`: forbidden names, time or memory limit, a crashed
-worker) earns **0** in place of the sum, so a policy never gains from hostile code. A
+process, an unreadable message) earns **0** in place of the sum, so a policy never gains from hostile code. A
 generation that hit the length limit without EOS loses ``missing_eos_penalty`` (default 1.0,
 as TRL's ``missing_eos_penalty`` subtracts from the score), so every finished answer
 (reward >= 0) beats every truncated one (reward <= 0).
@@ -27,9 +28,9 @@ Spec protocol (what :mod:`minippo.lm.codetask` provides; any object with these a
 
 ==================  =========================================================================
 ``signature``       ``str``, the ``def`` line the prompt ends with: ``"def add3(x):"``
-``tests``           ``list[str]``, statements that raise on failure: ``"assert add3(1) == 4"``;
-                    the reward uses these
-``hidden_tests``    optional ``list[str]``: run in separate sandbox items, reported as the
+``cases``           ``list`` of unit tests as data, ``(args, expected)``: ``((1,), 4)`` says
+                    ``add3(1) == 4``; the reward uses these
+``hidden_cases``    optional, the same form: run as separate sandbox programs, reported as the
                     metric ``code/hidden_test_pass_rate``, never part of the reward
 ``reference_body``  optional ``str``: a correct body, ``"    return x + 3"``; sets the length
                     budget of :func:`quality_score`
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
 
-from minippo.lm.sandbox import Result, parse_or_none, run_batch
+from minippo.lm.sandbox import Result, parse_or_none, run_cases
 
 __all__ = [
     "REWARD_WEIGHTS",
@@ -192,9 +193,9 @@ class CodeRewards:
     """Per-candidate scores of one batch (lists of length B) and the batch's metrics.
 
     ``rewards`` is what PPO maximises; ``syntax``, ``tests`` and ``quality`` are the three parts
-    as measured (before the violation and EOS rules); ``hidden`` is the hidden-test pass rate
-    (``None`` where the spec has no hidden tests); ``results`` are the sandbox's results for the
-    visible tests (``None`` where the body failed :func:`syntax_ok` and never ran).
+    as measured (before the violation and EOS rules; ``tests`` is the share of the visible cases
+    passed); ``hidden`` is the hidden-case pass rate (``None`` where the spec has no hidden
+    cases); ``results`` are the sandbox's results for the visible cases (``None`` where the body failed :func:`syntax_ok` and never ran).
     """
 
     rewards: list[float]
@@ -234,7 +235,7 @@ def code_rewards(
 
     Metrics: ``code/syntax_success_rate``, ``code/avg_test_pass_rate``, ``code/quality_score``
     (means over the batch), ``code/missing_eos_rate``, ``code/violation_rate`` and, when some
-    spec has hidden tests, ``code/hidden_test_pass_rate`` (mean over those bodies).
+    spec has hidden cases, ``code/hidden_test_pass_rate`` (mean over those bodies).
     """
     n = len(bodies)
     if len(specs) != n or len(finished) != n:
@@ -254,26 +255,32 @@ def code_rewards(
                if ok else 0.0
                for spec, body, ok in zip(specs, bodies, syntax)]
 
-    # One sandbox item per distinct (program, tests); hidden tests are separate items, so a
-    # hidden test that loops forever cannot take the visible tests' reward down with it.
-    items: dict[tuple[str, tuple[str, ...]], int] = {}
+    # One sandbox program per distinct (program, cases); hidden cases are separate programs, so
+    # a hidden case that loops forever cannot take the visible cases' reward down with it.
+    runs: dict[tuple[str, str], int] = {}
+    programs, names, case_lists = [], [], []
     visible_item, hidden_item = [None] * n, [None] * n
     for b, (spec, body) in enumerate(zip(specs, bodies)):
         if not syntax[b]:
             continue
         program = build_program(spec.signature, body)
-        for tests, slot in ((spec.tests, visible_item), (getattr(spec, "hidden_tests", None), hidden_item)):
-            if tests:
-                slot[b] = items.setdefault((program, tuple(tests)), len(items))
-    keys = list(items)
-    ran = run_batch([p for p, _ in keys], [t for _, t in keys], timeout_s=timeout_s, memory_mb=memory_mb)
+        for cases, slot in ((spec.cases, visible_item), (getattr(spec, "hidden_cases", None), hidden_item)):
+            if cases:
+                key = (program, repr(cases))
+                if key not in runs:
+                    runs[key] = len(programs)
+                    programs.append(program)
+                    names.append(function_name(spec.signature))
+                    case_lists.append(cases)
+                slot[b] = runs[key]
+    ran = run_cases(programs, names, case_lists, timeout_s=timeout_s, memory_mb=memory_mb)
 
     results = [None if k is None else ran[k] for k in visible_item]
     tests = [0.0 if r is None else r.pass_rate for r in results]
     hidden = [None if k is None else ran[k].pass_rate for k in hidden_item]
     for b, spec in enumerate(specs):
-        if getattr(spec, "hidden_tests", None) and hidden[b] is None:
-            hidden[b] = 0.0  # a body that does not parse passes no hidden test either
+        if getattr(spec, "hidden_cases", None) and hidden[b] is None:
+            hidden[b] = 0.0  # a body that does not parse passes no hidden case either
     violation = [r is not None and r.violation for r in results]
     rewards = [
         (0.0 if bad else composite_reward(s, t, q, weights)) - (0.0 if done else missing_eos_penalty)

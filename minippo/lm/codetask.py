@@ -4,8 +4,9 @@ A *spec* is a function signature, e.g. ``def add3(x):``; the prompt is the signa
 newline, and the response is the body, ``    return x + 3``, followed by EOS.  Specs come in
 families (``add``, ``sub``, ``mul``, ``div``, ``mod``, ``gt``, ``lt``, ``first``, ``last``,
 ``rep``) crossed with a digit ``k``: the model must read the family from the name and copy the
-digit, which a two-layer character model learns in seconds.  Every spec has unit tests (assert
-statements on fixed inputs), run by :mod:`minippo.lm.sandbox` in a separate process.
+digit, which a two-layer character model learns in seconds.  Every spec has unit tests as data,
+``(args, expected)`` cases on fixed inputs: :mod:`minippo.lm.sandbox` calls the body in a
+separate, locked-down process on the arguments, and the answers are checked outside it.
 
 Why RL has something to do.  The supervised corpus (:func:`sft_corpus`) imitates a sloppy
 programmer: per spec it mixes correct bodies, the family's *typical mistake* (``k - x`` for
@@ -23,16 +24,16 @@ Generalisation.  Some ``(family, digit)`` pairs are held out of the corpus (:fun
 every family and every digit still appears in training, so the held-out specs test whether the
 model composes "family + digit" rather than memorising strings.
 
-Reward hacking (chapter 8's lab).  With ``weak_tests=True`` each spec shows only its first test
-(input 0 or the empty string) and keeps the rest as ``hidden_tests``.  Many wrong bodies, the
+Reward hacking (chapter 8's lab).  With ``weak_tests=True`` each spec shows only its first case
+(input 0 or the empty string) and keeps the rest as ``hidden_cases``.  Many wrong bodies, the
 constant ``return 3`` for ``add3`` among them, pass the weak test and tie with the correct body.
 The lab adds a tight length budget (``length_slack`` of :func:`~minippo.lm.code_reward.code_rewards`),
 so that the shortest visible-passing body, usually a wrong one, scores a little more: without a KL
 penalty PPO follows that edge and the hidden pass rate falls; with one, gaming stays near the SFT
 model's level.
 
-The spec protocol shared with :mod:`minippo.lm.code_reward`: ``signature``, ``tests``
-(assert statements), ``hidden_tests`` and ``reference_body``.
+The spec protocol shared with :mod:`minippo.lm.code_reward`: ``signature``, ``cases``
+(``(args, expected)`` pairs), ``hidden_cases`` and ``reference_body``.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class CodeTaskConfig:
     p_mistake: float = 0.2  #: share of the family's typical mistake (wrong but valid)
     p_other_wrong: float = 0.15  #: share of other wrong-but-valid bodies (off by one, constant, identity)
     p_broken: float = 0.15  #: share of syntax errors; the four shares must sum to 1
-    weak_tests: bool = False  #: reward-hacking variant: one visible test, the rest hidden
+    weak_tests: bool = False  #: reward-hacking variant: one visible case, the rest hidden
     seed: int = 0  #: seed of the corpus sampler
 
     def __post_init__(self):
@@ -92,7 +93,7 @@ class _Family:
     arg: str  # the parameter name
     expr: str  # the correct body's expression, with {k}
     mistake: str  # the typical wrong-but-valid expression
-    fn: object  # the same function in Python, to compute test answers (trusted code, ours)
+    fn: object  # the same function in Python, to compute the expected answers (trusted code, ours)
     digits: tuple
     hard: bool  # the mistake is more common than the correct body in the corpus
 
@@ -126,8 +127,8 @@ class CodeSpec:
     k: int  #: the digit in the name
     signature: str  #: "def add3(x):"
     reference_body: str  #: "    return x + 3"
-    tests: list = field(default_factory=list)  #: visible assert statements (the reward uses these)
-    hidden_tests: list = field(default_factory=list)  #: tests the reward does not see (reward-hacking lab)
+    cases: list = field(default_factory=list)  #: visible unit tests, ``(args, expected)`` (the reward uses these)
+    hidden_cases: list = field(default_factory=list)  #: cases the reward does not see (reward-hacking lab)
 
     @property
     def prompt(self) -> str:
@@ -135,25 +136,25 @@ class CodeSpec:
         return self.signature + "\n"
 
     @property
-    def all_tests(self) -> list:
-        """Visible and hidden tests together: the honest measure of correctness."""
-        return list(self.tests) + list(self.hidden_tests)
+    def all_cases(self) -> list:
+        """Visible and hidden cases together: the honest measure of correctness."""
+        return list(self.cases) + list(self.hidden_cases)
 
 
 def make_specs(config: CodeTaskConfig = CodeTaskConfig()) -> list[CodeSpec]:
-    """Every ``(family, digit)`` spec, with its reference body and unit tests."""
+    """Every ``(family, digit)`` spec, with its reference body and unit tests (``(args, expected)``)."""
     specs = []
     for fam_name in config.families:
         fam = FAMILIES[fam_name]
         for k in fam.digits:
             name = f"{fam_name}{k}"
             inputs = _STRS if fam.arg == "s" else tuple(k if x is None else x for x in _INTS)
-            tests = [f"assert {name}({x!r}) == {fam.fn(x, k)!r}" for x in inputs]
-            visible, hidden = (tests[:1], tests[1:]) if config.weak_tests else (tests, [])
+            cases = [((x,), fam.fn(x, k)) for x in inputs]
+            visible, hidden = (cases[:1], cases[1:]) if config.weak_tests else (cases, [])
             specs.append(CodeSpec(
                 name=name, family=fam_name, k=k, signature=f"def {name}({fam.arg}):",
                 reference_body=_INDENT + "return " + fam.expr.format(k=k),
-                tests=visible, hidden_tests=hidden,
+                cases=visible, hidden_cases=hidden,
             ))
     return specs
 

@@ -1,107 +1,116 @@
-"""Run model-written Python in a separate, resource-limited, time-limited process.
+"""Run model-written Python in a fresh, locked-down process per candidate program.
 
 Chapter 8 (``chapters/08_capstone_rlhf_code.ipynb``) rewards a tiny GPT for writing function
-bodies that pass unit tests, so the tests have to *run* code nobody has read. DESIGN.md's
-reliability contract says how: "Code produced by a language model never runs in the reader's
-Python process: it runs in a separate, resource-limited, time-limited process, and hostile
-programs (endless loops, memory and fork bombs, file deletion, huge output) score zero and
-leave nothing behind." This module is that promise, in one function::
+bodies that pass unit tests, so the tests have to *run* code nobody has read, and the policy is
+an optimiser: whatever this module lets through that raises the reward, RL will find. DESIGN.md's
+reliability contract says what must hold: model-written code never runs in the reader's Python
+process; it runs in a separate, resource- and time-limited process with the least privilege the
+system allows, one process per candidate, and never sees the expected answers; hostile programs,
+including programs written against this sandbox, score zero, cannot touch the caller or each
+other, and leave nothing behind. This module is that promise::
 
-    results = run_batch(["def add3(x):\\n    return x + 3"], [["assert add3(1) == 4"]])
-    results[0].status, results[0].pass_rate        # ('ok', 1.0)
+    cases = [((1,), 4), ((0,), 3), ((-3,), 0)]           # (arguments, expected answer)
+    results = run_cases(["def add3(x):\n    return x + 3"], ["add3"], [cases])
+    results[0].status, results[0].pass_rate               # ('ok', 1.0)
 
-How a batch runs (each layer holds if the one before it fails)
-----------------------------------------------------------------
-1. **Static guard, in this process, without running anything.** :func:`static_guard` parses the
-   program with :func:`ast.parse` and refuses imports outside :data:`ALLOWED_IMPORTS`, the
-   names of the builtins that open, evaluate, introspect or exit (``open``, ``eval``,
-   ``getattr``, ``exit``, ...), dunder names (``__class__``, ``__import__``, ``def __eq__``),
-   attributes that start with ``_``, and the frame and generator internals (``gi_frame``,
-   ``f_globals``, ...) that classic sandbox escapes walk through. A refused program is never
-   sent anywhere: status ``"rejected"``. (Dunders are also how a policy would hack the tests:
-   an object whose ``__eq__`` is always true passes every ``assert f(x) == y``.)
-2. **One worker process per batch**, started with :mod:`subprocess` as ``python -I -S -B``
-   (isolated mode: no environment variables, no user site-packages, no script directory on the
-   path; no ``site``; no ``.pyc`` written anywhere) in a fresh :class:`tempfile.TemporaryDirectory`
-   that is removed afterwards, in its own session (``start_new_session=True``) so that one
-   ``os.killpg`` reaches everything it might start. Its stdin, stdout and stderr are not the
-   reader's: stdin and stdout are ``/dev/null``, stderr a file in the temporary directory. It
-   inherits exactly one extra file descriptor, the pipe it reports results on, which candidate
-   code cannot reach, so printing cannot spoof a result.
-3. **Limits the worker sets on itself** before it runs any candidate: ``RLIMIT_AS`` (memory),
-   ``RLIMIT_CPU``, ``RLIMIT_FSIZE = 0`` (no file can grow), ``RLIMIT_NOFILE``,
-   ``RLIMIT_NPROC = 0`` (no fork; the kernel ignores it for root, e.g. in Colab, hence layers 1
-   and 4) and ``RLIMIT_CORE = 0`` (a crash leaves no core file). They are set in the child at
-   start rather than in ``preexec_fn``: ``preexec_fn`` is not safe in a process with threads
-   (torch has thread pools) and forces ``fork`` where ``subprocess`` could use ``vfork``.
-4. **Restricted builtins.** Candidates see an allow-list of builtins (:data:`SAFE_BUILTINS`): no
-   ``open``, ``exec``, ``eval``, ``compile``, ``input``, ``exit``, ``getattr``, ``vars``, ``type``
-   (``type("A", (), {"__eq__": ...})`` would bypass layer 1); ``print`` discards its output; and
-   ``import`` gives a fresh copy of a whitelisted module (:data:`ALLOWED_IMPORTS`) so that one
-   candidate cannot patch ``math`` for the next. As a further layer the worker replaces the
-   process-starting, signal-setting and file-deleting functions of ``os``/``posix``/``_signal``
-   and ``open`` by functions that raise :class:`PermissionError`.
-5. **A per-candidate CPU timer in the worker** (``setitimer(ITIMER_PROF)``, re-armed for each
-   candidate): an endless loop raises a private exception after ``timeout_s`` of CPU time, the
-   candidate scores zero and the worker goes on with the next one. CPU time, not wall time, so a
-   busy machine does not fail slow-but-correct candidates.
-6. **The watchdog in this process is the guarantee.** The worker writes one line per finished
-   candidate; the parent knows which candidate is running and since when. A candidate that
-   swallows the timer's exception (``except BaseException``), or is stuck inside one C call
-   (``9**9**9``), is still running ``kill_grace_s`` later: the parent kills the whole process
-   group with ``SIGKILL``, scores that candidate ``"timeout"`` and starts a new worker for the
-   candidates after it. A worker that dies (memory, a crash) is handled the same way:
-   ``"crashed"`` for the candidate it was running, a new worker for the rest. Each restart
-   retires at least one candidate, so a batch of ``n`` programs starts at most ``n`` workers,
-   and ``batch_timeout_s`` bounds the whole call.
+Unit tests are data. The sandbox calls the candidate's function on each case's *arguments* and
+sends back what it returned, as plain data; this process compares that with the expected answer,
+which never leaves it.
 
-So one bad candidate scores zero **without spoiling the rest of its batch**, and the common case
-costs one process start per batch. Measured on the book's 2-core machine: a batch of 64 benign
-candidates with 4 tests each takes about 30 ms when the machine is idle (half of it the
-interpreter starting, then roughly 0.1-0.2 ms per candidate), 50-100 ms while other jobs share
-the cores. A hostile candidate costs its ``timeout_s`` of CPU (an endless loop), or
-``timeout_s + kill_grace_s`` of wall time plus a new worker (code stuck in one C call).
+What is guaranteed, and by which layer
+--------------------------------------
+1. **The answers stay here.** A candidate's message can at best *claim* outputs, and claims are
+   checked against answers the sandbox never saw. Only plain data comes back: None, bool, int,
+   float, str, and lists, tuples and dicts of them (32 levels deep at most, 1 MiB per candidate),
+   encoded in a strict JSON form by exact type. An object with its own ``__eq__`` is not plain
+   data: that case fails ("returned Any"). The comparison is Python's ``==`` on plain data here,
+   so honest answers are judged as ``assert f(x) == y`` judged them (``0 / 3 == 0`` passes, as
+   does ``1 == True``).
+2. **Nothing a candidate writes can hurt the caller.** A message that does not decode (not JSON,
+   the wrong shape, the wrong number of outputs, too long, too deep) scores zero with its own
+   status, ``"malformed"``; nothing a candidate does makes :func:`run_cases` raise.
+3. **One fresh process per candidate.** A *zygote*, a clean interpreter started once per batch
+   with the allowed modules already imported (:mod:`minippo.lm.sandbox_zygote`), forks one
+   child per candidate; whatever a candidate changes (a module, a class such as
+   ``collections.Counter``, memory) ends with its process.
+4. **Deadlines on this process's clock.** A candidate's clock starts when the zygote reports it
+   forked, and this process has it killed ``timeout_s + kill_grace_s`` wall-clock seconds later,
+   whatever it wrote meanwhile. Inside, a CPU timer ends an endless loop after ``timeout_s`` CPU
+   seconds (50 ms by default); the wall-clock deadline catches the rest (a loop that swallows
+   the timer, ``9 ** 9 ** 9`` stuck in one C call).
+5. **Everything a candidate starts dies with it.** Each candidate is the first process (init) of
+   a PID namespace of its own: when it dies, the kernel kills everything in that namespace. The
+   zygote is itself init of the batch's PID namespace, so even a zygote killed mid-batch takes
+   every candidate with it. Without PID namespaces: the candidate's process group, a
+   parent-death signal, and ``RLIMIT_NPROC = 0`` (no new processes at all).
+6. **Least privilege, in layers** (:func:`layers` returns the active ones; a one-line notice
+   says once per process which are active and which are not, and why):
 
-Why not one forked process per candidate? A fork per candidate costs about a millisecond each
-and needs ``RLIMIT_NPROC > 0`` in the worker, which candidates could then use too. Running
-candidates one after another in one worker, with a fresh namespace and fresh module copies
-each, and restarting the worker only after a kill or a crash, gives the same isolation of
-scores at a fraction of the cost. Why not a warm worker reused across batches? It would save
-the ~15 ms start, a small part of a PPO iteration, at the price of state that outlives a batch
-and a process that outlives the call; a new worker per batch leaves nothing running between
-calls.
+   * **static guard**, in this process, before anything runs: :func:`static_guard` refuses
+     imports outside :data:`ALLOWED_IMPORTS`, dunder names, private attributes, frame
+     internals and the builtins that open, evaluate or exit. It zeroes obviously hostile
+     programs cheaply; it is *not* a boundary (library functions that look attributes up by
+     string, such as ``functools.update_wrapper``, walk past it).
+   * **restricted builtins**: an allow-list (:data:`SAFE_BUILTINS`) and an ``import`` of copies
+     of the allowed modules. Also not a boundary, for the same reason.
+   * **resource limits** per candidate: address space ``memory_mb``, CPU seconds, file size 0,
+     16 open files, no new processes, no core dumps.
+   * **unprivileged uid**: when the caller is root (CI, Colab), the candidate drops to
+     ``nobody`` before it runs anything, so ``RLIMIT_NPROC`` binds and it can neither signal
+     the caller nor write the caller's files. **no capabilities**, **no new privileges**
+     (``PR_SET_NO_NEW_PRIVS``), a **parent-death signal**.
+   * namespaces: a **user namespace** (when the caller is not root), a **network namespace**
+     (no network at all), an **IPC namespace**, a **read-only filesystem** (a mount namespace in
+     which every mount is read-only), and the **PID namespaces** above.
+7. **Nothing left behind.** No file is created anywhere (the zygote works in ``/``, its error
+   output goes to an unnamed temporary file), every process is reaped before :func:`run_cases`
+   returns, and the zygote's process group is killed on the way out whatever happened.
 
-What this is not: a security boundary against a determined attacker. Python-level restrictions
-have a long history of escapes; layers 2-3 and 6 (a separate process, OS limits, process-group
-kill, throw-away directory) are what bound the damage of an accident by a small model. For
-untrusted code at scale, run the worker inside a container or gVisor/nsjail/firejail.
-POSIX only (Linux, macOS; on macOS the kernel does not enforce ``RLIMIT_AS``).
+What it does not guarantee
+--------------------------
+It is not a virtual machine. Every layer above is a Linux kernel feature, and a kernel bug is a
+way out; for code that is truly untrusted (an adversary's, not a small model's samples), run
+it in a VM or a system-call sandbox such as gVisor. A candidate can still read what its uid may
+read (as ``nobody``: world-readable files; without the uid drop: the caller's files) and use
+CPU and memory up to its limits. And a layer the system does not offer is missing, not
+replaced: on macOS, in a container that forbids namespaces, or as a non-root user without user
+namespaces, a program that gets past the two Python-level layers acts with the caller's uid
+(the notice says so). Hash randomisation differs per batch, so a body whose answer depends on
+the iteration order of a set of strings may pass in one run and fail in the next.
 
-Determinism: the worker runs with ``-I``, which ignores ``PYTHONHASHSEED``, so ``str`` hashes
-are randomised per worker; a body whose answer depends on the iteration order of a set of
-strings may pass a test in one run and fail it in the next. Tests should not depend on it.
-
-Standard library only; the worker (:func:`_worker_main`) is a self-contained function of this
-file that is sent to the interpreter as source.
+Cost: starting the zygote (an interpreter, the allowed modules, the namespaces) and then a
+fork per candidate, about a millisecond each, two at a time on two cores;
+``benchmarks/sandbox_speed.py`` measures a batch and an RLHF-PPO iteration (figures in the
+README). POSIX only: Linux gets every layer, macOS the process per candidate, the limits it
+enforces and the uid drop.
 """
 from __future__ import annotations
 
 import ast
+import atexit
+import json
+import marshal
+import math
 import os
 import select
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Any, Sequence
+
+from minippo.lm import sandbox_zygote as zygote
 
 __all__ = [
     "Result",
-    "run_batch",
+    "run_cases",
+    "layers",
+    "stop",
     "static_guard",
     "parse_or_none",
     "OK",
@@ -111,48 +120,43 @@ __all__ = [
     "MEMORY",
     "EXIT",
     "CRASHED",
+    "MALFORMED",
     "VIOLATIONS",
     "ALLOWED_IMPORTS",
     "SAFE_BUILTINS",
+    "MAX_MESSAGE_BYTES",
 ]
 
 # Result statuses. ``OK`` and ``ERROR`` are ordinary outcomes; the others are VIOLATIONS: the
-# sandbox stopped or refused the program, and every one of its tests counts as failed.
-OK = "ok"  #: the program ran; each test passed or failed on its own
-ERROR = "error"  #: the program did not compile, or raised an Exception while being defined
+# sandbox stopped or refused the program, and every one of its cases counts as failed.
+OK = "ok"  #: the program ran; each case passed or failed on its own
+ERROR = "error"  #: the program did not compile, raised while being defined, or lacks the function
 REJECTED = "rejected"  #: the static guard refused it; it never ran
-TIMEOUT = "timeout"  #: it used more than ``timeout_s`` of CPU, or was killed by the watchdog
+TIMEOUT = "timeout"  #: it used ``timeout_s`` of CPU time, or was killed at its wall-clock deadline
 MEMORY = "memory"  #: it ran out of memory or stack (``MemoryError``, ``RecursionError``)
-EXIT = "exit"  #: it raised SystemExit, KeyboardInterrupt or another non-Exception to stop the worker
-CRASHED = "crashed"  #: the worker process died while running it
-VIOLATIONS = frozenset({REJECTED, TIMEOUT, MEMORY, EXIT, CRASHED})
+EXIT = "exit"  #: it raised SystemExit, KeyboardInterrupt or another non-Exception to stop the run
+CRASHED = "crashed"  #: its process died of a signal or exited on its own, without a message
+MALFORMED = "malformed"  #: its message could not be read: no message, too long, not the format
+VIOLATIONS = frozenset({REJECTED, TIMEOUT, MEMORY, EXIT, CRASHED, MALFORMED})
 
-#: Modules a candidate may import; each import returns a fresh copy of the public names.
+#: Modules a candidate may import; each import returns a copy of the public names.
 ALLOWED_IMPORTS = ("math", "cmath", "itertools", "functools", "collections", "heapq", "bisect")
 
-#: Builtins a candidate may use (plus every builtin exception class, ``print`` that discards its
-#: output, and a whitelisting ``__import__``). Deliberately missing: open, exec, eval, compile,
-#: input, exit, quit, help, breakpoint, getattr, setattr, delattr, hasattr, vars, globals,
-#: locals, dir, type, memoryview.
+#: Builtins a candidate may use (plus every builtin exception class and a whitelisting
+#: ``__import__``); ``print`` writes to /dev/null. Deliberately missing: open, exec, eval,
+#: compile, input, exit, quit, help, breakpoint, getattr, setattr, delattr, hasattr, vars,
+#: globals, locals, dir, type, memoryview.
 SAFE_BUILTINS = (
     "abs", "all", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr",
     "classmethod", "complex", "dict", "divmod", "enumerate", "filter", "float", "format",
     "frozenset", "hash", "hex", "id", "int", "isinstance", "issubclass", "iter", "len", "list",
-    "map", "max", "min", "next", "object", "oct", "ord", "pow", "property", "range", "repr",
-    "reversed", "round", "set", "slice", "sorted", "staticmethod", "str", "sum", "super",
+    "map", "max", "min", "next", "object", "oct", "ord", "pow", "print", "property", "range",
+    "repr", "reversed", "round", "set", "slice", "sorted", "staticmethod", "str", "sum", "super",
     "tuple", "zip", "True", "False", "None", "Ellipsis", "NotImplemented", "__build_class__",
 )
 
-# Functions the worker replaces by one that raises PermissionError (layer 4 above).
-_DENIED_OS = (
-    "system", "popen", "fork", "forkpty", "register_at_fork", "kill", "killpg", "setsid",
-    "setpgid", "setpgrp", "execl", "execle", "execlp", "execlpe", "execv", "execve", "execvp",
-    "execvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp",
-    "spawnvpe", "posix_spawn", "posix_spawnp", "remove", "unlink", "rmdir", "removedirs",
-    "rename", "renames", "replace", "mkdir", "makedirs", "mkfifo", "mknod", "symlink", "link",
-    "chmod", "chown", "lchown", "truncate", "chdir", "chroot", "putenv", "unsetenv", "open",
-)
-_DENIED_SIGNAL = ("signal", "setitimer", "alarm", "pthread_kill", "siginterrupt", "set_wakeup_fd")
+#: The most a candidate's message may take; a longer one is ``"malformed"``.
+MAX_MESSAGE_BYTES = 1 << 20
 
 # Builtins that open, evaluate, introspect or exit: missing from SAFE_BUILTINS, and a program
 # that names one is refused outright rather than failing with a NameError.
@@ -170,6 +174,12 @@ _FORBIDDEN_ATTRIBUTES = frozenset({
 
 _MAX_PROGRAM_CHARS = 20_000  # a generated body is a few hundred characters
 _STARTUP_TIMEOUT_S = 15.0  # interpreter start on a loaded 2-core machine, with room to spare
+_EXIT_GRACE_S = 0.2  # how long a zygote that is done may take to exit before its group is killed
+_PLAIN = (type(None), bool, int, float, str, list, tuple, dict)  # what may cross the boundary
+_CLAIMED = {"ok": OK, "error": ERROR, "memory": MEMORY, "exit": EXIT}  # message status -> ours
+_CALLER_LAYERS = {"static guard": "", "wall-clock deadline": ""}  # layers of this process
+# Zygote layers not to set up: for the tests, which switch one off to show that the next holds.
+_DISABLED_LAYERS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,9 +187,9 @@ class Result:
     """What happened to one program of a batch.
 
     ``status`` is one of :data:`OK`, :data:`ERROR`, :data:`REJECTED`, :data:`TIMEOUT`,
-    :data:`MEMORY`, :data:`EXIT`, :data:`CRASHED`; ``passed`` has one flag per test, all
-    ``False`` unless the status is ``OK``; ``detail`` says why, in a few words (the first failing test's exception
-    type, the refused name, how the worker died).
+    :data:`MEMORY`, :data:`EXIT`, :data:`CRASHED`, :data:`MALFORMED`; ``passed`` has one flag
+    per case, all ``False`` unless the status is ``OK``; ``detail`` says why, in a few words
+    (what the first failing case did, the refused name, how the process died).
     """
 
     status: str
@@ -188,7 +198,7 @@ class Result:
 
     @property
     def pass_rate(self) -> float:
-        """Fraction of tests passed (0.0 for a program without tests)."""
+        """Fraction of cases passed (0.0 for a program without cases)."""
         return sum(self.passed) / len(self.passed) if self.passed else 0.0
 
     @property
@@ -198,13 +208,13 @@ class Result:
 
 
 def static_guard(program: str) -> str | None:
-    """Why the static guard refuses ``program``, or ``None`` if it may run (layer 1).
+    """Why the static guard refuses ``program``, or ``None`` if it may run (the first layer).
 
     Only parses (:func:`ast.parse` never executes). Refuses identifiers that start with ``__``
     (names, definitions, arguments, imports), attributes and imported names that start with
     ``_``, frame/generator/code internals, imports outside :data:`ALLOWED_IMPORTS`, the
     builtins in ``_FORBIDDEN_NAMES``, and programs over 20,000 characters. A program that
-    does not parse is not refused here: it comes back from :func:`run_batch` as ``"error"``.
+    does not parse is not refused here: it comes back from :func:`run_cases` as ``"error"``.
     """
     status, detail = _screen(program, ALLOWED_IMPORTS)
     return detail if status == REJECTED else None
@@ -253,35 +263,37 @@ def parse_or_none(source: str) -> ast.Module | None:
         return None
 
 
-def run_batch(
+def run_cases(
     programs: Sequence[str],
-    tests: Sequence[Sequence[str]],
+    function_names: Sequence[str],
+    cases: Sequence[Sequence[tuple[tuple, Any]]],
     *,
     timeout_s: float = 0.05,
     memory_mb: int = 256,
     kill_grace_s: float = 0.5,
     batch_timeout_s: float = 30.0,
 ) -> list[Result]:
-    """Run each program, then each of its tests, in one sandboxed worker process.
+    """Run each program in its own sandboxed process and check its function on its cases.
 
-    ``tests[i]`` is a list of statements (usually ``assert f(x) == y``) for ``programs[i]``.
-    Each test runs on its own in a fresh copy of the namespace the program left behind, so a
-    failing or state-changing test does not affect the next; a test passes if it raises
-    nothing. A program that runs out of time or memory or kills its worker forfeits all its
-    tests. Returns one :class:`Result` per program, in order.
+    ``cases[i]`` is a list of ``(args, expected)`` pairs for ``programs[i]``: the sandbox calls
+    ``function_names[i](*args)`` and sends back what it returned; here it is compared with
+    ``expected`` (``==``). ``args`` is a tuple (or list) of arguments and ``expected`` an
+    answer, both plain data: None, bool, int, float, str, and lists, tuples and dicts of them.
+    Each case is called in turn in the same process; a case that raises fails on its own; a
+    program that runs out of time or memory forfeits all its cases. Returns one
+    :class:`Result` per program, in order.
 
-    Limits: ``timeout_s`` CPU seconds per program (its definition plus all its tests; the
-    default 50 ms is about a thousand times what a one-line function and its tests use, and
-    keeps a batch of 64 endless loops to a few seconds); ``memory_mb`` address space for the
-    worker; the watchdog kills a program still running ``kill_grace_s`` wall seconds after its
-    timeout; the whole call returns within about ``batch_timeout_s`` (what has not run by then
-    is ``"timeout"``). See the module docstring for the layers, and DESIGN.md's reliability
-    contract for the promise they keep.
+    Limits: ``timeout_s`` CPU seconds per program (its definition and all its cases; the
+    default 50 ms is about a thousand times what a one-line function needs, and keeps a batch
+    of endless loops short); ``memory_mb`` of address space per program; a program still
+    running ``timeout_s + kill_grace_s`` wall-clock seconds after it started is killed; the
+    whole call returns within about ``batch_timeout_s`` (what has not finished by then is
+    ``"timeout"``). The module docstring lists the layers and what they guarantee.
     """
-    if len(programs) != len(tests):
-        raise ValueError(
-            f"programs and tests must have the same length, got {len(programs)} and {len(tests)}"
-        )
+    n = len(programs)
+    if len(function_names) != n or len(cases) != n:
+        raise ValueError(f"programs, function_names and cases must have the same length, "
+                         f"got {n}, {len(function_names)} and {len(cases)}")
     _check_positive("timeout_s", timeout_s, 60.0)
     _check_positive("kill_grace_s", kill_grace_s, 60.0)
     _check_positive("batch_timeout_s", batch_timeout_s, 3600.0)
@@ -290,37 +302,50 @@ def run_batch(
     if os.name != "posix":
         raise RuntimeError("the sandbox needs a POSIX system (Linux, macOS); on Windows use WSL or Colab")
 
-    results: list[Result | None] = [None] * len(programs)
-    pending = []
-    for i, (program, program_tests) in enumerate(zip(programs, tests)):
-        if isinstance(program_tests, str):
-            raise ValueError(f"tests[{i}] must be a list of test statements, got a str")
-        program_tests = tuple(program_tests)
-        fail = (False,) * len(program_tests)
+    results: list[Result | None] = [None] * n
+    expected, items = {}, []
+    for i, (program, name, program_cases) in enumerate(zip(programs, function_names, cases)):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"function_names[{i}] must be a Python identifier, got {name!r}")
+        calls, expected[i] = _split_cases(program_cases, f"cases[{i}]")
         status, detail = _screen(program, ALLOWED_IMPORTS)
         if status is None:
-            pending.append((i, program, program_tests))
+            items.append((i, program, name, calls))
         else:
-            results[i] = Result(status, fail, detail)
-
-    config = {
-        "timeout_s": float(timeout_s),
-        "memory_bytes": memory_mb * 2**20,
-        "builtins": SAFE_BUILTINS,
-        "modules": ALLOWED_IMPORTS,
-        "denied_os": _DENIED_OS,
-        "denied_signal": _DENIED_SIGNAL,
-    }
-    deadline = time.monotonic() + batch_timeout_s
-    while pending and time.monotonic() < deadline:
-        # Each worker retires at least one program (finished, killed or crashed), so this loop
-        # starts at most len(pending) workers.
-        for i, result in _run_worker(pending, config, timeout_s + kill_grace_s, deadline).items():
-            results[i] = result
-        pending = [item for item in pending if results[item[0]] is None]
-    for i, _, program_tests in pending:
-        results[i] = Result(TIMEOUT, (False,) * len(program_tests), "batch time limit")
+            results[i] = Result(status, (False,) * len(calls), detail)
+    if items:
+        config = {"timeout_s": float(timeout_s), "cpu_limit_s": math.ceil(timeout_s + kill_grace_s) + 1,
+                  "memory_bytes": memory_mb * 2**20, "max_message_bytes": MAX_MESSAGE_BYTES,
+                  "parallel": _parallelism()}
+        outcomes = _run_batch(items, config, timeout_s + kill_grace_s, time.monotonic() + batch_timeout_s)
+        for i, outcome in outcomes.items():
+            results[i] = _score(*outcome, expected[i])
     return results  # type: ignore[return-value]
+
+
+def layers() -> tuple[str, ...]:
+    """The sandbox layers active on this system, outermost first (see the module docstring).
+
+    Starts the zygote if none is running (about as long as a small batch). :func:`run_cases`
+    prints the same, with the layers that are missing and why, in one line the first time.
+    """
+    with _LOCK:
+        report = _zygote().report
+    return tuple(name for name, why in report.items() if not why)
+
+
+def stop() -> None:
+    """End this process's zygote, if one runs; the next :func:`run_cases` starts a new one.
+
+    The zygote holds no candidate's state (it never runs candidate code), so there is no need
+    to call this between batches; it runs at interpreter exit, and the zygote also dies with the
+    process that started it.
+    """
+    global _ZYGOTE
+    with _LOCK:
+        if _ZYGOTE is not None:
+            _ZYGOTE.stop()
+            _ZYGOTE = None
 
 
 @lru_cache(maxsize=8192)  # a policy repeats itself: PPO batches are full of identical programs
@@ -340,257 +365,325 @@ def _check_positive(name: str, value: float, high: float) -> None:
         raise ValueError(f"{name} must be in (0, {high}], got {value!r}")
 
 
-def _run_worker(items: list, config: dict, kill_after_s: float, deadline: float) -> dict[int, Result]:
-    """Start one worker for ``items``; collect its result lines; kill it when a program overruns.
+def _split_cases(cases, where: str) -> tuple[list[tuple], list]:
+    """``(argument tuples, expected answers)`` of one program's cases, checked to be plain data."""
+    if isinstance(cases, (str, bytes)) or not isinstance(cases, (list, tuple)):
+        raise ValueError(f"{where} must be a list of (args, expected) pairs, got {type(cases).__name__}")
+    calls, answers = [], []
+    for k, case in enumerate(cases):
+        if not isinstance(case, (list, tuple)) or len(case) != 2:
+            raise ValueError(f"{where}[{k}] must be an (args, expected) pair, got {case!r:.80}")
+        args, answer = case
+        if not isinstance(args, (list, tuple)) or not _is_plain(list(args), 0):
+            raise ValueError(f"{where}[{k}]: args must be a tuple of plain data (None, bool, int, float, "
+                             f"str, and lists, tuples, dicts of them), got {args!r:.80}")
+        if not _is_plain(answer, 0):
+            raise ValueError(f"{where}[{k}]: expected must be plain data (None, bool, int, float, str, "
+                             f"and lists, tuples, dicts of them), got {answer!r:.80}")
+        calls.append(tuple(args))
+        answers.append(answer)
+    return calls, answers
 
-    Returns results for the programs it finished plus the one it was running when it was killed
-    or died (``"timeout"``/``"crashed"``); the caller starts a new worker for the rest.
+
+def _is_plain(value, depth: int) -> bool:
+    """Whether ``value`` is plain data that can cross the sandbox's boundary (exact types)."""
+    kind = type(value)
+    if kind not in _PLAIN or depth > zygote.MAX_DEPTH:
+        return False
+    if kind in (list, tuple):
+        return all(_is_plain(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(_is_plain(k, depth + 1) and _is_plain(v, depth + 1) for k, v in value.items())
+    return True
+
+
+def _parallelism() -> int:
+    """Candidates run at once: one per CPU this process may use (at least 1, at most 8)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, 8))
+
+
+def _run_batch(items: list, config: dict, kill_after_s: float, deadline: float) -> dict[int, tuple]:
+    """``{index: (status, detail, outputs)}`` for every item, from the zygote (a new one, should one die)."""
+    outcomes: dict[int, tuple] = {}
+    with _LOCK:
+        while len(outcomes) < len(items) and time.monotonic() < deadline:
+            todo = [item for item in items if item[0] not in outcomes]
+            new = _zygote().run(todo, config, kill_after_s, deadline)
+            if not new:
+                break  # a zygote that finished nothing would not do better a second time
+            outcomes.update(new)
+    late = (TIMEOUT, "batch time limit", []) if time.monotonic() >= deadline else (
+        CRASHED, "the sandbox's zygote died", [])
+    return {item[0]: outcomes.get(item[0], late) for item in items}
+
+
+_LOCK = threading.Lock()  # one batch at a time per process (threads wait their turn)
+_ZYGOTE: "_Zygote | None" = None
+
+
+def _zygote() -> "_Zygote":
+    """This process's zygote: the running one if it still serves this configuration, else a new one."""
+    global _ZYGOTE
+    setup = {"modules": ALLOWED_IMPORTS, "builtins": SAFE_BUILTINS, "disabled": _DISABLED_LAYERS}
+    if _ZYGOTE is not None and (_ZYGOTE.owner != os.getpid() or _ZYGOTE.setup != setup or not _ZYGOTE.alive()):
+        _ZYGOTE.stop()  # a no-op in a forked child: that zygote is its parent's
+        _ZYGOTE = None
+    if _ZYGOTE is None:
+        _ZYGOTE = _Zygote(setup)
+        _announce(_ZYGOTE.report)
+    return _ZYGOTE
+
+
+class _Zygote:
+    """The zygote process (:mod:`minippo.lm.sandbox_zygote`) and the pipes to it.
+
+    Started once and kept for the batches that follow: the interpreter, the allowed modules and
+    the namespaces are set up once, and a batch costs one fork per candidate. Anything
+    unexpected (a deadline of the whole batch, a reply that breaks the protocol, the zygote's
+    death) ends it; the next batch starts a new one.
     """
-    import marshal
 
-    done: dict[int, Result] = {}
-    cpu_s = int(len(items) * kill_after_s) + 5  # RLIMIT_CPU: a backstop behind the watchdog
-    with tempfile.TemporaryDirectory(prefix="minippo-sandbox-", ignore_cleanup_errors=True) as tmp:
-        with open(os.path.join(tmp, "payload.bin"), "wb") as f:
-            marshal.dump(({**config, "cpu_s": cpu_s}, items), f)
-        read_fd, write_fd = os.pipe()
+    def __init__(self, setup: dict):
+        self.setup, self.owner, self.buffer = setup, os.getpid(), bytearray()
+        self.stderr = tempfile.TemporaryFile()  # unnamed: nothing to leave behind
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-B", zygote.__file__],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, cwd="/",
+            env={"PATH": os.defpath, "MINIPPO_SANDBOX_CALLER": str(os.getpid())},
+            start_new_session=True,
+        )
+        self.pids = {self.process.pid}  # the zygote's processes, as this process sees them
+        self.report: dict[str, str] = {}
+        ready = None
         try:
-            with open(os.path.join(tmp, "stderr.txt"), "wb") as stderr:
-                proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-B", "-c", _worker_source(), str(write_fd)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                    cwd=tmp,
-                    env={"PATH": os.defpath, "HOME": tmp, "TMPDIR": tmp},
-                    pass_fds=(write_fd,),
-                    start_new_session=True,
-                )
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
+            self.send(_request(setup))
+            limit = time.monotonic() + _STARTUP_TIMEOUT_S
+            while ready is None and time.monotonic() < limit:
+                frames, ended = _read_frames(self.process.stdout.fileno(), self.buffer, limit - time.monotonic())
+                ready = next((f for f in frames if f[0] == "ready"), None)
+                if ended:
+                    break
+        except (OSError, ValueError):
+            pass
+        if ready is None:
+            self.stop()
+            self.stderr.seek(0)
+            raise RuntimeError(f"the sandbox's zygote failed to start (exit {self.process.returncode}):\n"
+                               + self.stderr.read()[-2000:].decode(errors="replace"))
+        self.pids.add(ready[1])
+        self.report = dict(_CALLER_LAYERS)
+        for line in ready[4].decode(errors="replace").splitlines():
+            name, _, why = line.partition("\t")
+            self.report[name] = why
+
+    def run(self, items: list, config: dict, kill_after_s: float, deadline: float) -> dict[int, tuple]:
+        """Serve one batch: ``{index: (status, detail, outputs)}`` for the items it finished,
+        killed or lost; items it never started are missing. Kills each candidate still running
+        ``kill_after_s`` seconds (on this process's clock) after the zygote said it started."""
+        calls = {i: len(c) for i, _, _, c in items}
+        started: dict[int, float] = {}  # index -> when this process learnt that it started
+        outcomes: dict[int, tuple] = {}
+        idle = False
         try:
-            ready, why = _collect(proc, read_fd, items, done, kill_after_s, deadline)
-        finally:
-            # Kill the group before reaping the leader: while the leader is a zombie its pid,
-            # and so the group id, cannot be reused by an unrelated process.
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            proc.wait()
-            os.close(read_fd)
-        if not ready and why == CRASHED:
-            with open(os.path.join(tmp, "stderr.txt"), "rb") as f:
-                err = f.read()[-2000:].decode(errors="replace")
-            raise RuntimeError(f"sandbox worker failed to start (exit {proc.returncode}):\n{err}")
-    if len(done) < len(items) and why is not None:
-        i, _, program_tests = items[len(done)]
-        detail = _exit_detail(proc.returncode) if why == CRASHED else why
-        status = CRASHED if why == CRASHED else TIMEOUT
-        done[i] = Result(status, (False,) * len(program_tests), detail)
-    return done
+            self.send(_request((config, items)))
+            while not idle:
+                now = time.monotonic()
+                for i, t in started.items():
+                    if i not in outcomes and now - t >= kill_after_s:
+                        outcomes[i] = (TIMEOUT, f"killed after {now - t:.2f} s wall time", [])
+                        self.send(b"kill %d\n" % i)
+                if now >= deadline:
+                    break
+                wake = min([deadline] + [t + kill_after_s for i, t in started.items() if i not in outcomes])
+                frames, ended = _read_frames(self.process.stdout.fileno(), self.buffer, wake - now)
+                for kind, index, code, flag, payload in frames:
+                    if kind == "start" and index in calls:
+                        started[index] = time.monotonic()
+                    elif kind == "done" and index in calls and index not in outcomes:
+                        outcomes[index] = _outcome(code, flag, payload, calls[index])
+                    idle = idle or kind == "idle"
+                if ended:
+                    break
+        except (OSError, ValueError):  # the zygote is gone, or broke the protocol
+            pass
+        if not idle:
+            self.stop()  # in an unknown state: the next batch gets a new zygote
+        lost = (TIMEOUT, "batch time limit", []) if time.monotonic() >= deadline else (
+            CRASHED, "the sandbox's zygote died", [])
+        for i in started:
+            outcomes.setdefault(i, lost)
+        return outcomes
+
+    def send(self, data: bytes) -> None:
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def alive(self) -> bool:
+        return self.process.returncode is None and os.waitid(
+            os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+    def stop(self) -> None:
+        """Close its stdin (it exits at end of file), give it a moment, kill its group, reap it."""
+        if self.owner != os.getpid() or self.process.returncode is not None:
+            return
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        limit = time.monotonic() + _EXIT_GRACE_S
+        while self.alive() and time.monotonic() < limit:
+            time.sleep(0.0005)
+        # Kill the group before reaping the leader: while the leader is unreaped its pid, and
+        # so the group id, cannot be reused by an unrelated process.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        self.process.stdout.close()
+        self.stderr.close()
+        # The zygote proper is the init of its PID namespace: once it is gone, the kernel has
+        # ended every candidate. Wait for that (it may outlive the process that waited for it).
+        limit = time.monotonic() + _EXIT_GRACE_S + 2.0
+        while not all(_gone(pid) for pid in self.pids) and time.monotonic() < limit:
+            time.sleep(0.001)
 
 
-def _collect(proc, read_fd, items, done, kill_after_s, deadline) -> tuple[bool, str | None]:
-    """Read result lines until all items are done, the worker dies, or a program overruns.
+def _gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie counts as gone). Only reads /proc; without it, True."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
-    Returns ``(ready, why)``: whether the worker finished starting, and ``None`` (all done),
-    ``CRASHED`` (the pipe closed early) or a timeout description (the caller kills the group).
-    """
+
+def _request(obj) -> bytes:
+    """A request for the zygote: ``batch size`` and the :mod:`marshal` data."""
+    data = marshal.dumps(obj)
+    return b"batch %d\n" % len(data) + data
+
+
+def _read_frames(fd: int, buffer: bytearray, timeout: float) -> tuple[list[tuple], bool]:
+    """Wait up to ``timeout`` seconds for the zygote's output; return the complete frames and
+    whether its stdout has ended. A frame is ``kind index code flag size`` + payload; a header
+    that is not that raises ValueError."""
     poller = select.poll()
-    poller.register(read_fd, select.POLLIN)
-    buffer, ready = b"", False
-    t_event = time.monotonic()  # when the running program (or the start-up) began
-    while len(done) < len(items):
-        limit = t_event + (kill_after_s if ready else _STARTUP_TIMEOUT_S)
-        wait = min(limit, deadline) - time.monotonic()
-        if wait <= 0:
-            if not ready:
-                return False, "worker did not start in time"
-            return True, f"killed after {time.monotonic() - t_event:.2f} s wall time"
-        if not poller.poll(wait * 1000):
-            continue
-        chunk = os.read(read_fd, 1 << 16)
-        if not chunk:
-            return ready, CRASHED
+    poller.register(fd, select.POLLIN)
+    ended = False
+    if poller.poll(max(timeout, 0.0) * 1000):
+        chunk = os.read(fd, 1 << 16)
+        ended = not chunk
         buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            t_event = time.monotonic()
-            if line == b"ready":
-                ready = True
-                continue
-            index, status, bits, detail = line.decode("ascii").split("\t", 3)
-            i, _, program_tests = items[len(done)]
-            if int(index) != i or len(bits) != len(program_tests):
-                raise RuntimeError(f"sandbox protocol error: {line[:200]!r}")
-            done[i] = Result(status, tuple(b == "1" for b in bits), detail)
-    return ready, None
+    frames = []
+    while (newline := buffer.find(b"\n", 0, 200)) >= 0:
+        kind, *numbers = buffer[:newline].decode("ascii").split()
+        index, code, flag, size = (int(x) for x in numbers)
+        if len(buffer) < newline + 1 + size:
+            break
+        frames.append((kind, index, code, flag, bytes(buffer[newline + 1:newline + 1 + size])))
+        del buffer[:newline + 1 + size]
+    if newline < 0 and len(buffer) >= 200:
+        raise ValueError("no frame header in the zygote's output")
+    return frames, ended
 
 
-def _exit_detail(returncode: int | None) -> str:
-    if returncode is not None and returncode < 0:
+def _outcome(code: int, overflow: int, message: bytes, n_calls: int) -> tuple[str, str, list]:
+    """``(status, detail, outputs)`` of a candidate from its exit code and its message."""
+    if code == zygote.CPU_EXIT or code == -signal.SIGXCPU:
+        return TIMEOUT, "CPU time limit", []
+    if code == zygote.SETUP_EXIT:
+        return CRASHED, "a sandbox layer could not be set up", []
+    if code < 0:
         try:
-            return f"worker died of {signal.Signals(-returncode).name}"
+            return CRASHED, f"died of {signal.Signals(-code).name}", []
         except ValueError:
-            pass
-    return f"worker exited with code {returncode}"
+            return CRASHED, f"died of signal {-code}", []
+    if code != 0:
+        return CRASHED, f"exited with code {code}", []
+    if overflow:
+        return MALFORMED, f"message longer than {MAX_MESSAGE_BYTES} bytes", []
+    if not message:
+        return MALFORMED, "no message", []
+    try:
+        return _decode(message, n_calls)
+    except Exception as e:  # anything at all: a candidate's bytes never raise here
+        return MALFORMED, f"unreadable message ({type(e).__name__})", []
 
 
-_WORKER_SOURCE: str | None = None
+def _decode(message: bytes, n_calls: int) -> tuple[str, str, list]:
+    """Parse ``[status, detail, [[true, value] | [false, reason], ...]]``; raise if it is not that."""
+    decoded = json.loads(message)
+    if type(decoded) is not list or len(decoded) != 3:
+        raise ValueError("not [status, detail, outputs]")
+    claim, detail, outputs = decoded
+    if claim not in _CLAIMED or type(detail) is not str or type(outputs) is not list:
+        raise ValueError("bad status, detail or outputs")
+    if claim != "ok":
+        return _CLAIMED[claim], detail, []
+    if len(outputs) != n_calls:
+        raise ValueError(f"{len(outputs)} outputs for {n_calls} cases")
+    values = []
+    for entry in outputs:
+        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not bool:
+            raise ValueError("bad output entry")
+        if entry[0]:
+            values.append((True, _from_wire(entry[1], 0)))
+        elif type(entry[1]) is str:
+            values.append((False, entry[1]))
+        else:
+            raise ValueError("bad failure reason")
+    return OK, detail, values
 
 
-def _worker_source() -> str:
-    """The source the worker interpreter runs: :func:`_worker_main` and a call to it."""
-    global _WORKER_SOURCE
-    if _WORKER_SOURCE is None:
-        import inspect
+def _from_wire(value, depth: int):
+    """The plain value a JSON value stands for: lists as lists, ``{"tuple": [...]}`` as a tuple,
+    ``{"dict": [[key, value], ...]}`` as a dict; raise for anything else."""
+    if depth > zygote.MAX_DEPTH:
+        raise ValueError("nested too deeply")
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str):
+        return value
+    if kind is list:
+        return [_from_wire(v, depth + 1) for v in value]
+    if kind is dict and len(value) == 1:
+        (tag, inner), = value.items()
+        if tag == "tuple" and type(inner) is list:
+            return tuple(_from_wire(v, depth + 1) for v in inner)
+        if tag == "dict" and type(inner) is list:
+            pairs = [_from_wire(pair, depth + 1) for pair in inner]
+            if all(type(pair) is list and len(pair) == 2 for pair in pairs):
+                return {key: v for key, v in pairs}  # an unhashable key raises TypeError
+    raise ValueError("not a plain value")
 
-        _WORKER_SOURCE = inspect.getsource(_worker_main) + "\n_worker_main(int(__import__('sys').argv[1]))\n"
-    return _WORKER_SOURCE
+
+def _score(status: str, detail: str, outputs: list, expected: list) -> Result:
+    """Compare what came back with the expected answers, here, on plain data only."""
+    detail = "".join(c for c in detail[:80] if c.isalnum() or c in "_. ")
+    if status != OK:
+        return Result(status, (False,) * len(expected), detail)
+    passed, first_failure = [], ""
+    for k, ((returned, value), answer) in enumerate(zip(outputs, expected)):
+        ok = returned and value == answer
+        passed.append(bool(ok))
+        if not ok and not first_failure:
+            why = "wrong answer" if returned else "".join(c for c in value[:60] if c.isalnum() or c in "_. ")
+            first_failure = f"case {k}: {why}"
+    return Result(OK, tuple(passed), first_failure or detail)
 
 
-def _worker_main(result_fd: int) -> None:  # pragma: no cover - runs in the worker process
-    """The worker: set limits, lock down, run each candidate and its tests, report by line.
+_ANNOUNCED: dict[str, str] | None = None  # the layer report last printed
 
-    Runs as ``python -I -S -B -c <source>`` with the sandbox directory as working directory;
-    self-contained (it sees none of this module's globals). Reports ``ready``, then for each
-    item one line ``index<TAB>status<TAB>bits<TAB>detail`` on ``result_fd``; exits with
-    ``os._exit(0)`` when done. Candidates reach none of the names used here.
-    """
-    import builtins
-    import gc
-    import io
-    import marshal
-    import os
-    import resource
-    import sys
 
-    import _signal
+def _announce(report: dict[str, str]) -> None:
+    """Print one line about the layers when this process has not printed that report yet."""
+    global _ANNOUNCED
+    if report != _ANNOUNCED:
+        _ANNOUNCED = report
+        missing = [f"{name} ({why})" for name, why in report.items() if why]
+        print(f"minippo sandbox layers: {', '.join(k for k, v in report.items() if not v)}"
+              + (f"; not used here: {'; '.join(missing)}" if missing else ""), file=sys.stderr)
 
-    with open("payload.bin", "rb") as f:
-        config, items = marshal.load(f)
-    os.unlink("payload.bin")
-    real_import = builtins.__import__
 
-    # Layer 3: limits on this process, before any candidate runs.
-    def limit(resource_id, value):
-        soft, hard = resource.getrlimit(resource_id)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        try:
-            resource.setrlimit(resource_id, (value, value))
-        except (ValueError, OSError):  # e.g. macOS refuses RLIMIT_AS; the watchdog still holds
-            pass
-
-    limit(resource.RLIMIT_CORE, 0)
-    limit(resource.RLIMIT_FSIZE, 0)
-    limit(resource.RLIMIT_NOFILE, 16)
-    limit(resource.RLIMIT_NPROC, 0)
-    limit(resource.RLIMIT_CPU, config["cpu_s"])
-    limit(resource.RLIMIT_AS, config["memory_bytes"])
-    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)  # a write past RLIMIT_FSIZE fails, not kills
-
-    # Layer 5: the per-candidate CPU timer. The handler only acts while a candidate runs.
-    class CandidateTimeout(BaseException):
-        pass
-
-    running = [False]
-
-    def on_timer(signum, frame):
-        if running[0]:
-            raise CandidateTimeout
-
-    _signal.signal(_signal.SIGPROF, on_timer)
-    setitimer, itimer_prof = _signal.setitimer, _signal.ITIMER_PROF
-    write, exit_now, collect = os.write, os._exit, gc.collect
-
-    # Layer 4, second line: take away process, signal and file functions, keeping our own
-    # references above.
-    def denied(*args, **kwargs):
-        raise PermissionError("not allowed in the sandbox")
-
-    for module, names in ((os, config["denied_os"]), (sys.modules.get("posix"), config["denied_os"]),
-                          (_signal, config["denied_signal"])):
-        for name in names:
-            if module is not None and hasattr(module, name):
-                setattr(module, name, denied)
-    builtins.open = io.open = denied
-
-    # Layer 4: restricted builtins, whitelisted imports of fresh module copies, no output.
-    # Modules are imported on first use (importing all of them up front would add ~5 ms to
-    # every batch), after the lockdown, so their copies carry the stubs.
-    public = {}
-
-    def safe_import(name, globals=None, locals=None, fromlist=(), level=0):
-        if level != 0 or name not in config["modules"]:
-            raise ImportError(f"import of {name!r} is not allowed in the sandbox")
-        if name not in public:
-            public[name] = {k: v for k, v in vars(real_import(name)).items() if not k.startswith("_")}
-        module = type(sys)(name)
-        vars(module).update(public[name])
-        return module
-
-    def silent_print(*args, **kwargs):
-        return None
-
-    safe = {name: getattr(builtins, name) for name in config["builtins"] if hasattr(builtins, name)}
-    for name, value in vars(builtins).items():
-        if isinstance(value, type) and issubclass(value, BaseException):
-            safe[name] = value
-    safe.update({"__import__": safe_import, "print": silent_print})
-    gc.disable()  # garbage is collected after each candidate, inside its own time budget
-    gc.freeze()  # ... and that collection skips everything the worker itself allocated
-
-    compiled = {}
-
-    def run(program, tests):
-        """(status, passed, detail) of one candidate; runs with the timer armed."""
-        passed = [False] * len(tests)
-        try:
-            namespace = {"__builtins__": dict(safe), "__name__": "candidate"}
-            exec(compile(program, "<candidate>", "exec", dont_inherit=True, optimize=0), namespace)
-        except (CandidateTimeout, MemoryError, RecursionError):
-            raise
-        except Exception as e:
-            return "error", passed, type(e).__name__
-        snapshot, detail = dict(namespace), ""
-        for k, test in enumerate(tests):
-            if test not in compiled:
-                compiled[test] = compile(test, "<test>", "exec", dont_inherit=True, optimize=0)
-            scope = dict(snapshot)
-            scope["__builtins__"] = dict(safe)
-            try:
-                exec(compiled[test], scope)
-                passed[k] = True
-            except (CandidateTimeout, MemoryError, RecursionError):
-                raise
-            except Exception as e:  # a failed test; SystemExit & co. go to the caller
-                detail = detail or type(e).__name__
-        return "ok", passed, detail
-
-    write(result_fd, b"ready\n")
-    for index, program, tests in items:
-        try:
-            running[0] = True
-            # The timer repeats: a candidate that swallows one CandidateTimeout meets the next.
-            setitimer(itimer_prof, config["timeout_s"], config["timeout_s"] / 4)
-            status, passed, detail = run(program, tests)
-            collect()  # the candidate's cyclic garbage (and any finaliser) is charged to it
-        except CandidateTimeout:
-            status, passed, detail = "timeout", [False] * len(tests), "CPU time limit"
-        except (MemoryError, RecursionError) as e:
-            status, passed, detail = "memory", [False] * len(tests), type(e).__name__
-        except BaseException as e:  # SystemExit, KeyboardInterrupt, ...: trying to stop us
-            status, passed, detail = "exit", [False] * len(tests), type(e).__name__
-        finally:
-            running[0] = False
-            setitimer(itimer_prof, 0)
-        collect()  # after a timeout; the watchdog still charges a stuck finaliser to this index
-        detail = "".join(c for c in str(detail)[:80] if c.isalnum() or c in "_. ")
-        bits = "".join("1" if p else "0" for p in passed)
-        write(result_fd, f"{index}\t{status}\t{bits}\t{detail}\n".encode("ascii", "replace"))
-    exit_now(0)
+atexit.register(stop)
