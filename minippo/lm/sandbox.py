@@ -13,9 +13,10 @@ other, and leave nothing behind. This module is that promise::
     results = run_cases(["def add3(x):\n    return x + 3"], ["add3"], [cases])
     results[0].status, results[0].pass_rate               # ('ok', 1.0)
 
-Unit tests are data. The sandbox calls the candidate's function on each case's *arguments* and
-sends back what it returned, as plain data; this process compares that with the expected answer,
-which never leaves it.
+Unit tests are data. This process parses and compiles each program (which runs none of it),
+the sandbox calls the candidate's function on each case's *arguments* and sends back what it
+returned, as plain data, and this process compares that with the expected answer, which never
+leaves it.
 
 What is guaranteed, and by which layer
 --------------------------------------
@@ -23,26 +24,27 @@ What is guaranteed, and by which layer
    checked against answers the sandbox never saw. Only plain data comes back: None, bool, int,
    float, str, and lists, tuples and dicts of them (32 levels deep at most, 1 MiB per candidate),
    encoded in a strict JSON form by exact type. An object with its own ``__eq__`` is not plain
-   data: that case fails ("returned Any"). The comparison is Python's ``==`` on plain data here,
+   data: that case fails ("returned Any"). The comparison is Python's ``==`` on plain data, here,
    so honest answers are judged as ``assert f(x) == y`` judged them (``0 / 3 == 0`` passes, as
    does ``1 == True``).
 2. **Nothing a candidate writes can hurt the caller.** A message that does not decode (not JSON,
    the wrong shape, the wrong number of outputs, too long, too deep) scores zero with its own
    status, ``"malformed"``; nothing a candidate does makes :func:`run_cases` raise.
-3. **One fresh process per candidate.** A *zygote*, a clean interpreter started once per batch
-   with the allowed modules already imported (:mod:`minippo.lm.sandbox_zygote`), forks one
-   child per candidate; whatever a candidate changes (a module, a class such as
-   ``collections.Counter``, memory) ends with its process.
+3. **One fresh process per candidate.** A *zygote* (:mod:`minippo.lm.sandbox_zygote`), a clean
+   interpreter with the allowed modules already imported, forks one child per candidate; the
+   zygote itself never runs candidate code. Whatever a candidate changes (a module, a class such
+   as ``collections.Counter``, its memory) ends with its process.
 4. **Deadlines on this process's clock.** A candidate's clock starts when the zygote reports it
    forked, and this process has it killed ``timeout_s + kill_grace_s`` wall-clock seconds later,
    whatever it wrote meanwhile. Inside, a CPU timer ends an endless loop after ``timeout_s`` CPU
-   seconds (50 ms by default); the wall-clock deadline catches the rest (a loop that swallows
-   the timer, ``9 ** 9 ** 9`` stuck in one C call).
+   seconds (50 ms by default); the wall-clock deadline catches the rest (a program stuck in one
+   C call, one that switched the timer off).
 5. **Everything a candidate starts dies with it.** Each candidate is the first process (init) of
-   a PID namespace of its own: when it dies, the kernel kills everything in that namespace. The
-   zygote is itself init of the batch's PID namespace, so even a zygote killed mid-batch takes
-   every candidate with it. Without PID namespaces: the candidate's process group, a
-   parent-death signal, and ``RLIMIT_NPROC = 0`` (no new processes at all).
+   a PID namespace of its own: when it dies, the kernel kills everything in that namespace, and
+   it is reaped only after that. The zygote is itself init of a PID namespace around all of
+   them, so a zygote that dies takes every candidate with it. Without PID namespaces: the
+   candidate's process group, a parent-death signal, and ``RLIMIT_NPROC = 0`` (no new
+   processes at all; as ``nobody`` not even ``execve``).
 6. **Least privilege, in layers** (:func:`layers` returns the active ones; a one-line notice
    says once per process which are active and which are not, and why):
 
@@ -52,19 +54,28 @@ What is guaranteed, and by which layer
      programs cheaply; it is *not* a boundary (library functions that look attributes up by
      string, such as ``functools.update_wrapper``, walk past it).
    * **restricted builtins**: an allow-list (:data:`SAFE_BUILTINS`) and an ``import`` of copies
-     of the allowed modules. Also not a boundary, for the same reason.
+     of the allowed modules. Not a boundary either, for the same reason.
    * **resource limits** per candidate: address space ``memory_mb``, CPU seconds, file size 0,
      16 open files, no new processes, no core dumps.
    * **unprivileged uid**: when the caller is root (CI, Colab), the candidate drops to
      ``nobody`` before it runs anything, so ``RLIMIT_NPROC`` binds and it can neither signal
-     the caller nor write the caller's files. **no capabilities**, **no new privileges**
-     (``PR_SET_NO_NEW_PRIVS``), a **parent-death signal**.
+     the caller nor write the caller's files; **no capabilities** (checked in
+     ``/proc/self/status``), **no new privileges** (``PR_SET_NO_NEW_PRIVS``).
    * namespaces: a **user namespace** (when the caller is not root), a **network namespace**
      (no network at all), an **IPC namespace**, a **read-only filesystem** (a mount namespace in
      which every mount is read-only), and the **PID namespaces** above.
 7. **Nothing left behind.** No file is created anywhere (the zygote works in ``/``, its error
-   output goes to an unnamed temporary file), every process is reaped before :func:`run_cases`
-   returns, and the zygote's process group is killed on the way out whatever happened.
+   output goes to an unnamed temporary file), and every candidate's process is reaped before
+   :func:`run_cases` returns. The zygote itself is kept for the next call (starting it costs
+   an interpreter, the imports and the namespaces; keeping it costs a sleeping process that
+   holds no candidate's state); :func:`stop` ends it, and it ends with this process.
+
+A program that ran with the same arguments before is not run again: :func:`run_cases`
+remembers the last few thousand ordinary outcomes (``ok``, ``error``). Candidates see no clock,
+no randomness and no files, so a program returns what it returned before; what they can see
+that does vary (``id``, the hash of a ``str``) varies between zygotes, not between the runs of
+one. A policy repeats itself: in a 40-iteration RLHF-PPO run of chapter 8 about 45 distinct
+programs per batch are scored, on average 8 of them new.
 
 What it does not guarantee
 --------------------------
@@ -75,14 +86,13 @@ read (as ``nobody``: world-readable files; without the uid drop: the caller's fi
 CPU and memory up to its limits. And a layer the system does not offer is missing, not
 replaced: on macOS, in a container that forbids namespaces, or as a non-root user without user
 namespaces, a program that gets past the two Python-level layers acts with the caller's uid
-(the notice says so). Hash randomisation differs per batch, so a body whose answer depends on
-the iteration order of a set of strings may pass in one run and fail in the next.
+(the notice says so). Hash randomisation differs per zygote, so a body whose answer depends on
+the iteration order of a set of strings may pass in one process and fail in the next.
 
-Cost: starting the zygote (an interpreter, the allowed modules, the namespaces) and then a
-fork per candidate, about a millisecond each, two at a time on two cores;
-``benchmarks/sandbox_speed.py`` measures a batch and an RLHF-PPO iteration (figures in the
-README). POSIX only: Linux gets every layer, macOS the process per candidate, the limits it
-enforces and the uid drop.
+Cost: the zygote starts once (tens of milliseconds); then each new program costs a fork, about
+a millisecond of CPU in all, a few at a time. ``benchmarks/sandbox_speed.py`` measures a batch
+and an RLHF-PPO iteration; the figures are in the README. POSIX only: Linux gets every layer,
+macOS the process per candidate, the limits it enforces and the uid drop.
 """
 from __future__ import annotations
 
@@ -100,8 +110,10 @@ import tempfile
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from types import CodeType
 from typing import Any, Sequence
 
 from minippo.lm import sandbox_zygote as zygote
@@ -216,7 +228,7 @@ def static_guard(program: str) -> str | None:
     builtins in ``_FORBIDDEN_NAMES``, and programs over 20,000 characters. A program that
     does not parse is not refused here: it comes back from :func:`run_cases` as ``"error"``.
     """
-    status, detail = _screen(program, ALLOWED_IMPORTS)
+    status, detail, _ = _screen(program, ALLOWED_IMPORTS)
     return detail if status == REJECTED else None
 
 
@@ -303,16 +315,20 @@ def run_cases(
         raise RuntimeError("the sandbox needs a POSIX system (Linux, macOS); on Windows use WSL or Colab")
 
     results: list[Result | None] = [None] * n
-    expected, items = {}, []
+    expected, items, keys = {}, [], {}
     for i, (program, name, program_cases) in enumerate(zip(programs, function_names, cases)):
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"function_names[{i}] must be a Python identifier, got {name!r}")
         calls, expected[i] = _split_cases(program_cases, f"cases[{i}]")
-        status, detail = _screen(program, ALLOWED_IMPORTS)
-        if status is None:
-            items.append((i, program, name, calls))
-        else:
+        status, detail, code = _screen(program, ALLOWED_IMPORTS)
+        keys[i] = (program, name, marshal.dumps(calls), float(timeout_s), memory_mb, ALLOWED_IMPORTS,
+                   SAFE_BUILTINS, _DISABLED_LAYERS)
+        if status is not None:
             results[i] = Result(status, (False,) * len(calls), detail)
+        elif keys[i] in _OUTCOMES:
+            results[i] = _score(*_OUTCOMES[keys[i]], expected[i])
+        else:
+            items.append((i, code, name, calls))
     if items:
         config = {"timeout_s": float(timeout_s), "cpu_limit_s": math.ceil(timeout_s + kill_grace_s) + 1,
                   "memory_bytes": memory_mb * 2**20, "max_message_bytes": MAX_MESSAGE_BYTES,
@@ -320,6 +336,7 @@ def run_cases(
         outcomes = _run_batch(items, config, timeout_s + kill_grace_s, time.monotonic() + batch_timeout_s)
         for i, outcome in outcomes.items():
             results[i] = _score(*outcome, expected[i])
+            _remember(keys[i], outcome)
     return results  # type: ignore[return-value]
 
 
@@ -349,15 +366,45 @@ def stop() -> None:
 
 
 @lru_cache(maxsize=8192)  # a policy repeats itself: PPO batches are full of identical programs
-def _screen(program: str, allowed_imports: tuple[str, ...]) -> tuple[str | None, str]:
-    """``(REJECTED, reason)``, ``(ERROR, "SyntaxError")``, or ``(None, "")`` for a program to run."""
+def _screen(program: str, allowed_imports: tuple[str, ...]) -> tuple[str | None, str, CodeType | None]:
+    """``(REJECTED, reason, None)``, ``(ERROR, "SyntaxError", None)``, or ``(None, "", code)``
+    for a program to run.
+
+    The program is parsed and compiled here: neither runs any of it (compiling is the parse the
+    static guard needs, then code generation), and a code object sent to the zygote spares each
+    candidate's process the compiler's work (and the memory pages it would copy doing it).
+    """
     if len(program) > _MAX_PROGRAM_CHARS:
-        return REJECTED, f"program longer than {_MAX_PROGRAM_CHARS} characters"
+        return REJECTED, f"program longer than {_MAX_PROGRAM_CHARS} characters", None
     tree = parse_or_none(program)
     if tree is None:
-        return ERROR, "SyntaxError"
+        return ERROR, "SyntaxError", None
     reason = _refuse(tree, allowed_imports)
-    return (None, "") if reason is None else (REJECTED, reason)
+    if reason is not None:
+        return REJECTED, reason, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return None, "", compile(tree, "<candidate>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):  # ``break`` outside a loop
+        return ERROR, "SyntaxError", None
+
+
+# What programs returned, by (program, function, arguments, limits, sandbox settings): a policy
+# repeats itself, and a program that ran once with these arguments returns the same again
+# (candidates see no clock, no randomness and no files). Only ordinary outcomes are kept
+# (``ok``, ``error``), small ones, the most recent few thousand; a program that was stopped or
+# whose message could not be read runs again next time.
+_OUTCOMES: "OrderedDict[tuple, tuple]" = OrderedDict()
+_OUTCOMES_KEPT = 4096
+
+
+def _remember(key: tuple, outcome: tuple) -> None:
+    status, _, outputs = outcome
+    if status in (OK, ERROR) and len(repr(outputs)) <= 4096:
+        _OUTCOMES[key] = outcome
+        while len(_OUTCOMES) > _OUTCOMES_KEPT:
+            _OUTCOMES.popitem(last=False)
 
 
 def _check_positive(name: str, value: float, high: float) -> None:

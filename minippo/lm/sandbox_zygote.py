@@ -3,8 +3,9 @@
 :mod:`minippo.lm.sandbox` (read its docstring first) runs this file as a separate interpreter,
 ``python -I -S -B sandbox_zygote.py``, and keeps it for the batches that follow. It sets up the
 layers that protect everything it will start, imports the modules candidates may use, and then
-serves batches: each request holds the programs, the names of the functions to call and the
-*arguments* of each case, never the expected answers. For each candidate it forks a child, a few
+serves batches: each request holds the programs (compiled by the caller, which runs none of
+them), the names of the functions to call and the *arguments* of each case, never the expected
+answers. For each candidate it forks a child, a few
 at a time. The child locks itself down, runs the candidate's program, calls the function on each
 case's arguments and writes what came back, as plain data in a strict JSON form, on a pipe of
 its own, then exits. This process (the *zygote*: a clean process that others are forked from,
@@ -167,7 +168,7 @@ def attempt(step, *args) -> str:
     try:
         step(*args)
         return ""
-    except (OSError, Unavailable) as e:
+    except (OSError, Unavailable, ValueError, AttributeError) as e:  # AttributeError: no such call here
         if isinstance(e, OSError) and e.errno:
             return errno.errorcode.get(e.errno, str(e.errno))
         return str(e) or type(e).__name__
@@ -321,9 +322,24 @@ def new_pid_namespace(context: dict) -> None:
 # --- layers of each candidate's child --------------------------------------------------------
 
 def set_limits(context: dict) -> None:
-    """Memory, CPU, file size 0, 16 files, no new processes, no core dumps (soft = hard)."""
+    """Memory, CPU, file size 0, 16 files, no new processes, no core dumps (soft = hard).
+
+    A limit the system refuses (macOS does not take every ``RLIMIT_AS``) is skipped, so that
+    the others still hold; the probe reports which are not in force.
+    """
     for limit, value in context["limits"]:
-        resource.setrlimit(limit, (value, value))
+        try:
+            resource.setrlimit(limit, (value, value))
+        except (ValueError, OSError):
+            pass
+
+
+def limits_in_force(context: dict) -> None:
+    """Raise :class:`Unavailable` naming the limits that :func:`set_limits` could not set."""
+    names = {getattr(resource, n): n for n in dir(resource) if n.startswith("RLIMIT_")}
+    missing = [names[limit] for limit, value in context["limits"] if resource.getrlimit(limit) != (value, value)]
+    if missing:
+        raise Unavailable("not enforced here: " + ", ".join(missing))
 
 
 def drop_uid(context: dict) -> None:
@@ -333,8 +349,12 @@ def drop_uid(context: dict) -> None:
         raise Unavailable("the caller is not root; candidates keep its uid")
     uid, gid = context["nobody"]
     os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+    if hasattr(os, "setresuid"):
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    else:  # macOS: as root, setgid and setuid set the real, effective and saved ids
+        os.setgid(gid)
+        os.setuid(uid)
 
 
 def drop_capabilities(context: dict) -> None:
@@ -386,6 +406,8 @@ def probe(config: dict, context: dict) -> dict[str, str]:
             report = {}
             for name in CHILD_LAYERS:
                 report[name] = "switched off" if name in context["disabled"] else attempt(CHILD_STEPS[name], context)
+            if not report["resource limits"]:
+                report["resource limits"] = attempt(limits_in_force, context)
             report.update(kernel_view(report))
             if not pid_namespace and os.getpid() != 1:
                 report["PID namespace per candidate"] = "the child is not its namespace's init"
@@ -422,18 +444,18 @@ def kernel_view(report: dict) -> dict[str, str]:
 
 def candidate_main(item: tuple, write_fd: int, config: dict, context: dict) -> None:
     """The forked child of one candidate: lock down, run it, write its message, exit. Never returns."""
-    _, program, function_name, calls = item
-    code = SETUP_EXIT
+    _, code, function_name, calls = item
+    exit_code = SETUP_EXIT
     try:
         isolate(write_fd, context["devnull"])
         for name in context["required"]:
             CHILD_STEPS[name](context)
         _signal.signal(_signal.SIGPROF, cpu_time_is_up)
         _signal.setitimer(_signal.ITIMER_PROF, config["timeout_s"], config["timeout_s"] / 4)
-        code = 0
-        write_all(3, run_candidate(program, function_name, calls, config, context))
+        exit_code = 0
+        write_all(3, run_candidate(code, function_name, calls, config, context))
     finally:  # whatever happened (no message is the caller's to score), never return into the zygote's code
-        os._exit(code)
+        os._exit(exit_code)
 
 
 def cpu_time_is_up(signum, frame) -> None:
@@ -442,15 +464,15 @@ def cpu_time_is_up(signum, frame) -> None:
     os._exit(CPU_EXIT)
 
 
-def run_candidate(program: str, function_name: str, calls: list, config: dict, context: dict) -> bytes:
-    """Define the program with the restricted builtins (an allow-list, and an ``import`` of the
-    allowed modules' copies), call the function on each case's arguments, and encode the message
-    ``[status, detail, outputs]`` (see :func:`encode_message`)."""
+def run_candidate(code, function_name: str, calls: list, config: dict, context: dict) -> bytes:
+    """Run the program's code object (compiled by the caller) with the restricted builtins (an
+    allow-list, and an ``import`` of the allowed modules' copies), call the function on each
+    case's arguments, and encode the message ``[status, detail, outputs]`` (:func:`encode_message`)."""
     outputs, status, detail = [], "ok", ""
     try:
         namespace = {"__builtins__": context["builtins"], "__name__": "candidate"}
         try:
-            exec(compile(program, "<candidate>", "exec", dont_inherit=True), namespace)
+            exec(code, namespace)
             function = namespace.get(function_name)
             if not callable(function):
                 raise NameError(function_name)
@@ -570,14 +592,17 @@ def serve(items: list, config: dict, context: dict, inbox: bytearray) -> None:
                         watched[fd] = pid
                         poller.register(fd, select.POLLIN)
         blind = any(slot["exit_fd"] < 0 for slot in running.values())
+        exited = list(running) if blind else []
         for fd, _ in poller.poll(1 if blind else None):
             if fd == 0:
                 inbox += read_available(0)
                 obey(inbox, running)
             elif fd in watched and fd == running[watched[fd]]["fd"]:
                 collect(running[watched[fd]], config, poller, watched)
-        for pid in list(running):
-            code = reap(pid)
+            elif fd in watched:  # its pidfd: the child has exited
+                exited.append(watched[fd])
+        for pid in exited:
+            code = reap(pid, context["pid_namespace"] is None)
             if code is not None:
                 finish(running.pop(pid), code, config, poller, watched)
 
@@ -652,22 +677,23 @@ def unwatch(slot: dict, key: str, poller, watched: dict) -> None:
     slot[key] = -1
 
 
-def reap(pid: int) -> int | None:
-    """The exit code of a child that has exited (minus the signal that killed it), after killing
-    what is left of its process group and reaping it; ``None`` while it runs.
+def reap(pid: int, kill_group: bool) -> int | None:
+    """The exit code of a child that has exited (minus the signal that killed it), once reaped;
+    ``None`` while it runs. With ``kill_group`` (no PID namespaces), what is left of its process
+    group is killed first.
 
     ``waitid(..., WNOWAIT)`` looks without reaping, so the pid, and the group id it names, are
-    still the child's when the group is killed.
+    still the child's when the group is killed. (In its own PID namespace a child is reaped only
+    after the kernel has ended everything it started.)
     """
-    if hasattr(os, "waitid"):
+    if kill_group and hasattr(os, "waitid"):
         if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
             return None
         kill_tree(pid)
-        _, status = os.waitpid(pid, 0)
-    else:  # a group id stays reserved while any member lives, so killing it after reaping is safe
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if not done:
-            return None
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if not done:
+        return None
+    if kill_group:  # without waitid: a group id stays reserved while any member lives
         kill_tree(pid)
     return os.waitstatus_to_exitcode(status)
 
@@ -697,7 +723,8 @@ def main() -> None:
     context = prepare(setup, report, devnull)
     context["limits"] = limits({"cpu_limit_s": 1, "memory_bytes": 1 << 30})
     report.update(probe(setup, context))
-    context["required"] = tuple(name for name in CHILD_LAYERS if not report[name])
+    context["required"] = tuple(name for name in CHILD_LAYERS if not report[name] or (
+        name == "resource limits" and name not in setup["disabled"]))  # whichever limits hold, set them
     caller_view = os.readlink("/proc/self") if os.path.exists("/proc/self") else str(os.getpid())
     reply("ready", int(caller_view), payload="".join(f"{k}\t{v}\n" for k, v in report.items()).encode())
     os.set_blocking(0, False)
