@@ -520,6 +520,10 @@ def test_bad_arguments():
         run_cases([GOOD], ["add3"], [CASES], timeout_s=0)
     with pytest.raises(ValueError, match="memory_mb"):
         run_cases([GOOD], ["add3"], [CASES], memory_mb=8)
+    with pytest.raises(ValueError, match="got a str"):
+        run_cases(GOOD, ["add3"], [CASES])
+    with pytest.raises(ValueError, match=r"programs\[0\] must be the program's source text"):
+        run_cases([b"def add3(x): return x"], ["add3"], [CASES])
     with pytest.raises(ValueError, match=r"function_names\[0\]"):
         run_cases([GOOD], ["add 3"], [CASES])
     with pytest.raises(ValueError, match=r"cases\[0\] must be a list"):

@@ -302,6 +302,8 @@ def run_cases(
     whole call returns within about ``batch_timeout_s`` (what has not finished by then is
     ``"timeout"``). The module docstring lists the layers and what they guarantee.
     """
+    if isinstance(programs, str) or isinstance(function_names, str):
+        raise ValueError("programs and function_names must be lists (one entry per program), got a str")
     n = len(programs)
     if len(function_names) != n or len(cases) != n:
         raise ValueError(f"programs, function_names and cases must have the same length, "
@@ -317,6 +319,8 @@ def run_cases(
     results: list[Result | None] = [None] * n
     expected, items, keys = {}, [], {}
     for i, (program, name, program_cases) in enumerate(zip(programs, function_names, cases)):
+        if not isinstance(program, str):
+            raise ValueError(f"programs[{i}] must be the program's source text, got {type(program).__name__}")
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"function_names[{i}] must be a Python identifier, got {name!r}")
         calls, expected[i] = _split_cases(program_cases, f"cases[{i}]")
@@ -567,8 +571,13 @@ class _Zygote:
         self.process.stdin.flush()
 
     def alive(self) -> bool:
-        return self.process.returncode is None and os.waitid(
-            os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        """Whether the zygote still runs; where ``waitid`` can look without reaping (Linux),
+        without reaping it (see :meth:`stop`)."""
+        if self.process.returncode is not None:
+            return False
+        if hasattr(os, "waitid"):
+            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        return self.process.poll() is None
 
     def stop(self) -> None:
         """Close its stdin (it exits at end of file), give it a moment, kill its group, reap it."""
@@ -583,10 +592,11 @@ class _Zygote:
             time.sleep(0.0005)
         # Kill the group before reaping the leader: while the leader is unreaped its pid, and
         # so the group id, cannot be reused by an unrelated process.
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.process.returncode is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.process.wait()
         self.process.stdout.close()
         self.stderr.close()
@@ -733,4 +743,10 @@ def _announce(report: dict[str, str]) -> None:
               + (f"; not used here: {'; '.join(missing)}" if missing else ""), file=sys.stderr)
 
 
-atexit.register(stop)
+def _stop_at_exit() -> None:
+    """At interpreter exit: end the zygote without waiting for the lock a dying thread may hold."""
+    if _ZYGOTE is not None:
+        _ZYGOTE.stop()
+
+
+atexit.register(_stop_at_exit)

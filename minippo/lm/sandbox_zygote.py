@@ -226,7 +226,7 @@ def read_only_filesystem() -> None:
                     ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
     attr = MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, MS_PRIVATE, 0)
-    checked(libc("syscall")(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr),
+    checked(libc("syscall")(ctypes.c_long(SYS_MOUNT_SETATTR), AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr),
                             ctypes.sizeof(attr)))
 
 
@@ -448,6 +448,7 @@ def candidate_main(item: tuple, write_fd: int, config: dict, context: dict) -> N
     exit_code = SETUP_EXIT
     try:
         isolate(write_fd, context["devnull"])
+        gc.enable()  # a candidate's own garbage is collected
         for name in context["required"]:
             CHILD_STEPS[name](context)
         _signal.signal(_signal.SIGPROF, cpu_time_is_up)
@@ -719,7 +720,7 @@ def main() -> None:
     report.update(enter_namespaces(setup["disabled"]) if LINUX else {name: "not Linux" for name in ZYGOTE_LAYERS})
     if not report["PID namespace per candidate"]:
         become_batch_init(devnull)
-    gc.disable()  # children run no collection over the zygote's objects (each would copy pages)
+    gc.disable()  # the zygote collects between batches, when no child shares its pages
     context = prepare(setup, report, devnull)
     context["limits"] = limits({"cpu_limit_s": 1, "memory_bytes": 1 << 30})
     report.update(probe(setup, context))
@@ -731,7 +732,8 @@ def main() -> None:
     while (request := next_request(inbox)) is not None:
         config, items = request
         context["limits"] = limits(config)
-        gc.freeze()
+        gc.collect()
+        gc.freeze()  # a child's collections skip every object the zygote made (fewer copied pages)
         serve(items, config, context, inbox)
         reply("idle")
 
