@@ -465,6 +465,28 @@ def test_a_timeout_kills_only_its_candidate(guarded):
     assert run_cases([GOOD], ["add3"], [CASES])[0].pass_rate == 1.0 and zygote_pids() == pids  # the same zygote
 
 
+def test_an_interrupted_batch_leaves_nothing_half_served(guarded, monkeypatch):
+    """Ctrl-C in a notebook while a batch runs: the zygote is ended, and the next batch gets a
+    new one and its own results (not the interrupted batch's)."""
+    real, calls = sandbox._read_frames, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    sandbox.layers()
+    monkeypatch.setattr(sandbox, "_read_frames", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_cases([body("x = 0\nwhile True:\n    x = x + 1") + "\n# " + uuid.uuid4().hex] * 3, ["add3"] * 3,
+                  [CASES] * 3)
+    assert sandbox_processes() == []  # the zygote and its candidates are gone
+    monkeypatch.setattr(sandbox, "_read_frames", real)
+    wrong = body("return x") + "\n# " + uuid.uuid4().hex
+    assert [r.pass_rate for r in run_cases([wrong, GOOD], ["add3"] * 2, [CASES] * 2)] == [0.0, 1.0]
+
+
 def test_batch_time_limit_bounds_the_call(guarded):
     hang = HOSTILE["stuck in C"][0]
     sandbox.layers()  # start the zygote outside the timed call

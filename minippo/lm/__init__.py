@@ -4,7 +4,7 @@
 ``tokenizer``       character tokenizer with distinct PAD, BOS, EOS
 ``model``           tiny causal GPT with a zero-initialised value head; sampling, log-probs, masks
 ``codetask``        the code-generation task: specs, unit tests, sloppy SFT corpus, held-out split
-``sandbox``         runs generated code in a separate, limited process
+``sandbox``         runs generated code in a fresh, locked-down process per program
 ``code_reward``     syntax / tests / quality reward (0.3 / 0.5 / 0.2) and the ``code/...`` metrics
 ``sft``             supervised fine-tuning (warm-up + cosine), cached SFT models
 ``reward_model``    Bradley-Terry reward model from preference pairs

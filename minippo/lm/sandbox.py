@@ -558,6 +558,9 @@ class _Zygote:
                     break
         except (OSError, ValueError):  # the zygote is gone, or broke the protocol
             pass
+        except BaseException:  # KeyboardInterrupt in a notebook: leave no batch half-served
+            self.stop()
+            raise
         if not idle:
             self.stop()  # in an unknown state: the next batch gets a new zygote
         lost = (TIMEOUT, "batch time limit", []) if time.monotonic() >= deadline else (
