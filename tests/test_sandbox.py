@@ -456,6 +456,29 @@ def test_without_pid_namespaces_the_process_group_dies(guarded, monkeypatch):
     assert set(sandbox_processes()) - zygote_pids() == set()
 
 
+def test_without_namespaces_the_sandbox_still_runs_and_says_so(guarded, monkeypatch, capsys):
+    """A container that forbids namespaces, emulated by switching them off: candidates still run
+    one per process, with the layers that remain, and the notice names the missing ones."""
+    namespaces = ("network namespace", "IPC namespace", "read-only filesystem", "PID namespace per candidate")
+    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", namespaces)
+    monkeypatch.setattr(sandbox, "_ANNOUNCED", None)
+    sandbox.stop()
+    names = sandbox.layers()
+    assert not set(namespaces) & set(names) and "process per candidate" in names
+    if sys.platform.startswith("linux"):
+        assert "parent-death signal" in names  # what ends a candidate's processes now
+    notice = capsys.readouterr().err
+    assert all(f"{name} (switched off)" in notice for name in namespaces), notice
+    import errno
+
+    fork = escaped("import os\ntry:\n    os.fork()\n    result = 'forked'\nexcept OSError as e:\n    result = e.errno",
+                   "return scope['result']")
+    uid = escaped("import os\nresult = os.getuid()", "return scope['result']")
+    results = run_cases([GOOD, fork, uid], ["add3"] * 3,
+                        [CASES, [((0,), errno.EAGAIN)], [((0,), 65534 if os.geteuid() == 0 else os.geteuid())]])
+    assert [r.passed for r in results] == [(True, True, True), (True,), (True,)], results
+
+
 def test_a_timeout_kills_only_its_candidate(guarded):
     hang = HOSTILE["stuck in C"][0]
     results = run_cases([GOOD, hang, GOOD, hang, GOOD], ["add3"] * 5, [CASES] * 5, timeout_s=0.1, kill_grace_s=0.3)

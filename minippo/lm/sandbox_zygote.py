@@ -246,13 +246,14 @@ def become_batch_init(devnull: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-def prepare(config: dict, report: dict, devnull: int) -> dict:
+def prepare(config: dict, report: dict, devnull: int, root: bool) -> dict:
     """Everything children share, made once: builtins, module copies, ids, C functions, handles.
 
     The modules candidates may import are imported here and a copy of each one's public names
     made, so that a child's ``import`` costs nothing. A fork shares these objects with every
     child copy-on-write, so whatever a candidate changes (its builtins, a module, a class such
-    as ``collections.Counter``) changes in its own process only.
+    as ``collections.Counter``) changes in its own process only. ``root``: whether the caller
+    is root (outside any user namespace this process may have entered).
     """
     import builtins
 
@@ -272,7 +273,7 @@ def prepare(config: dict, report: dict, devnull: int) -> dict:
         if isinstance(value, type) and issubclass(value, BaseException):
             safe[name] = value
     safe["__import__"] = safe_import
-    context = {"builtins": safe, "root": os.geteuid() == 0, "nobody": nobody_ids(), "devnull": devnull,
+    context = {"builtins": safe, "root": root, "nobody": nobody_ids(), "devnull": devnull,
                "zygote": os.getpid(), "pid_namespace": None, "capset": None, "required": frozenset(),
                "disabled": config["disabled"]}
     if LINUX:  # capset's arguments: a version-3 header for this process, two empty sets of three masks
@@ -358,8 +359,8 @@ def drop_uid(context: dict) -> None:
 
 
 def drop_capabilities(context: dict) -> None:
-    """Empty capability sets: root of a user namespace keeps no powers in it. (After the uid drop
-    the kernel has emptied them already; the probe checks either way.)"""
+    """Empty capability sets: root of a user namespace keeps no powers in it. (When the caller
+    is root, the uid drop has emptied them already; the probe checks either way.)"""
     if not context["root"]:
         checked(libc("capset")(*context["capset"]))
 
@@ -394,8 +395,9 @@ def probe(config: dict, context: dict) -> dict[str, str]:
     and "no new privileges" are reported because the kernel says so, not because a call
     returned without error.
     """
-    pid_namespace = attempt(new_pid_namespace, context)
-    if pid_namespace and context["pid_namespace"] is not None:  # candidates will not get one either
+    had_pid_namespace = context["pid_namespace"] is not None
+    pid_namespace = attempt(new_pid_namespace, context) if had_pid_namespace else ""
+    if pid_namespace:  # candidates will not get one either
         os.close(context["pid_namespace"])
         context["pid_namespace"] = None
     read_fd, write_fd = os.pipe()
@@ -409,7 +411,7 @@ def probe(config: dict, context: dict) -> dict[str, str]:
             if not report["resource limits"]:
                 report["resource limits"] = attempt(limits_in_force, context)
             report.update(kernel_view(report))
-            if not pid_namespace and os.getpid() != 1:
+            if had_pid_namespace and not pid_namespace and os.getpid() != 1:
                 report["PID namespace per candidate"] = "the child is not its namespace's init"
             write_all(3, "".join(f"{k}\t{v}\n" for k, v in report.items()).encode())
         finally:
@@ -713,15 +715,18 @@ def main() -> None:
     it), then serve batches until stdin ends, replying ``idle`` after each."""
     inbox = bytearray()
     setup = next_request(inbox)
+    root = os.geteuid() == 0  # before a user namespace makes this process root inside it
     devnull = os.open(os.devnull, os.O_RDWR)
     attempt(prctl, PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the caller
-    attempt(prctl, PR_SET_DUMPABLE, 0)  # no same-uid process may trace it or read its memory
     report = {name: "" for name in ALWAYS}
     report.update(enter_namespaces(setup["disabled"]) if LINUX else {name: "not Linux" for name in ZYGOTE_LAYERS})
+    # No same-uid process may trace it or read its memory. (Only now: a process that is not
+    # dumpable may not write its own /proc/self/uid_map, which the user namespace needs.)
+    attempt(prctl, PR_SET_DUMPABLE, 0)
     if not report["PID namespace per candidate"]:
         become_batch_init(devnull)
     gc.disable()  # the zygote collects between batches, when no child shares its pages
-    context = prepare(setup, report, devnull)
+    context = prepare(setup, report, devnull, root)
     context["limits"] = limits({"cpu_limit_s": 1, "memory_bytes": 1 << 30})
     report.update(probe(setup, context))
     context["required"] = tuple(name for name in CHILD_LAYERS if not report[name] or (
