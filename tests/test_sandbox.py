@@ -309,38 +309,81 @@ def test_the_escape_is_real(guarded):
     assert run_cases([program], ["add3"], [CASES])[0].passed == (True, True, True)
 
 
-def test_the_os_layers_hold_against_an_escaped_program(guarded):
+@pytest.mark.parametrize("filter_on", [True, False], ids=["all layers", "without the system-call filter"])
+def test_the_os_layers_hold_against_an_escaped_program(guarded, monkeypatch, filter_on):
     """Past the Python-level layers, each OS layer the system reports refuses what it should;
-    the escaped program says what the kernel answered, and the answers are checked here."""
+    the escaped program says what the kernel answered, and the answers are checked here. With
+    the system-call filter on, it answers first (EPERM); without it, the layers behind it do
+    (a read-only filesystem: EROFS; no new processes: EAGAIN)."""
     import errno
 
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("reads /proc")
+    if not filter_on:
+        monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", ("system-call filter",))
+        sandbox.stop()
     layers = sandbox.layers()
-    probes = {  # name -> (code leaving its finding in ``result``, the finding expected)
+    seccomp = "system-call filter" in layers
+    assert seccomp == (filter_on and sandbox.zygote.LINUX and os.uname().machine == "x86_64")
+    probes = {  # name -> (code leaving its finding in ``result``, the finding expected; None: not here)
         "write": ("import os\ntry:\n    os.close(os.open('MARKER_PATH', os.O_WRONLY | os.O_CREAT))\n"
                   "    result = 'written'\nexcept OSError as e:\n    result = e.errno",
-                  errno.EROFS if "read-only filesystem" in layers else None),
+                  errno.EPERM if seccomp else (errno.EROFS if "read-only filesystem" in layers else None)),
         "fork": ("import os\ntry:\n    pid = os.fork()\n    result = 'forked'\n    if pid == 0:\n"
-                 "        os._exit(0)\nexcept OSError as e:\n    result = e.errno", errno.EAGAIN),
+                 "        os._exit(0)\nexcept OSError as e:\n    result = e.errno", errno.EPERM if seccomp else errno.EAGAIN),
         "uid": ("import os\nresult = os.getuid()", 65534 if os.geteuid() == 0 else (
             0 if "user namespace" in layers else os.geteuid())),
         "pid": ("import os\nresult = os.getpid()", 1 if "PID namespace per candidate" in layers else None),
         "capabilities": ("result = int(open('/proc/self/status').read().split('CapEff:')[1].split()[0], 16)", 0),
         "no new privileges": ("result = open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0]",
                               "1" if "no new privileges" in layers else None),
+        "seccomp": ("result = open('/proc/self/status').read().split('Seccomp:')[1].split()[0]",
+                    "2" if seccomp else "0"),
         "limits": ("import resource\nresult = [resource.getrlimit(r) for r in (resource.RLIMIT_NPROC, "
                    "resource.RLIMIT_FSIZE)]", [(0, 0), (0, 0)]),
     }
-    if not os.path.isdir("/proc/self"):
-        pytest.skip("reads /proc")
     wanted = {k: v for k, v in probes.items() if v[1] is not None}
     programs = [fill(escaped(code, "return scope['result']"), guarded) for code, _ in wanted.values()]
     results = run_cases(programs, ["add3"] * len(programs), [[((0,), answer)] for _, answer in wanted.values()])
     assert {k: r.passed for k, r in zip(wanted, results)} == {k: (True,) for k in wanted}, results
 
 
-def test_no_network_for_an_escaped_program(guarded):
+def test_the_system_call_filter_holds_on_its_own(guarded, monkeypatch):
+    """Every other OS layer switched off (the candidate even stays root, when the caller is):
+    the filter alone refuses signals, new processes, file changes and sockets. The probes are
+    harmless should it fail: signal 0, a file in the bait directory, a child that exits."""
     import errno
 
+    if not (sandbox.zygote.LINUX and os.uname().machine == "x86_64"):
+        pytest.skip("the filter is for x86_64 Linux")
+    others = ("network namespace", "IPC namespace", "read-only filesystem", "PID namespace per candidate",
+              "resource limits", "unprivileged uid")
+    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", others)
+    sandbox.stop()
+    assert "system-call filter" in sandbox.layers()
+    attempt = "try:\n    {}\n    result = 'done'\nexcept OSError as e:\n    result = e.errno"
+    probes = ["import os\n" + attempt.format("os.kill(CALLER_PID, 0)"),
+              "import os\n" + attempt.format("os.close(os.open('BAIT_PATH/new.txt', os.O_WRONLY | os.O_CREAT))"),
+              "import os\n" + attempt.format("os.unlink('KEEP_PATH')"),
+              "import os\n" + attempt.format("os.rename('KEEP_PATH', 'BAIT_PATH/moved.txt')"),
+              "import os\n" + attempt.format("os._exit(0) if os.fork() == 0 else None"),
+              "import os\n" + attempt.format("os.execv('/bin/true', ['true'])"),
+              "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+              "result = 'done' if libc.socket(2, 1, 0) >= 0 else ctypes.get_errno()",
+              "result = len(open('KEEP_PATH').read())"]  # reading is allowed
+    answers = [errno.EPERM] * 7 + [len("keep me")]
+    programs = [fill(escaped(code, "return scope['result']"), guarded) for code in probes]
+    results = run_cases(programs, ["add3"] * len(programs), [[((0,), answer)] for answer in answers])
+    assert [r.passed for r in results] == [(True,)] * len(probes), results
+
+
+def test_no_network_for_an_escaped_program(guarded, monkeypatch):
+    """With the system-call filter switched off (it refuses sockets), the network namespace
+    alone: a connection to a server of this process gets "network unreachable"."""
+    import errno
+
+    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", ("system-call filter",))
+    sandbox.stop()
     if not active("network namespace"):
         pytest.skip("this system offers no network namespace")
     with socket.socket() as server:
@@ -432,12 +475,12 @@ def test_candidates_do_not_share_classes_modules_or_builtins(guarded):
 
 
 def test_everything_a_candidate_starts_dies_with_it(guarded, monkeypatch):
-    """With the resource limits switched off (so that fork works), an escaped candidate starts
-    a process in a new session that sleeps and then writes a file; when the candidate returns,
-    its PID namespace ends that process."""
+    """With the resource limits and the system-call filter switched off (so that fork works),
+    an escaped candidate starts a process in a new session that sleeps; when the candidate
+    returns, its PID namespace ends that process."""
     if not active("PID namespace per candidate"):
         pytest.skip("this system offers no PID namespaces")
-    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", ("resource limits",))
+    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", ("resource limits", "system-call filter"))
     sandbox.stop()
     code = ("import os, time\npid = os.fork()\nif pid == 0:\n    os.setsid()\n    time.sleep(1.5)\n"
             "    os._exit(0)\nresult = 'forked'")
@@ -447,7 +490,8 @@ def test_everything_a_candidate_starts_dies_with_it(guarded, monkeypatch):
 
 
 def test_without_pid_namespaces_the_process_group_dies(guarded, monkeypatch):
-    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", ("resource limits", "PID namespace per candidate"))
+    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", ("resource limits", "PID namespace per candidate",
+                                                      "system-call filter"))
     sandbox.stop()
     assert "PID namespace per candidate" not in sandbox.layers()
     code = "import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(30)\n    os._exit(0)\nresult = 'forked'"
@@ -474,8 +518,9 @@ def test_without_namespaces_the_sandbox_still_runs_and_says_so(guarded, monkeypa
     fork = escaped("import os\ntry:\n    os.fork()\n    result = 'forked'\nexcept OSError as e:\n    result = e.errno",
                    "return scope['result']")
     uid = escaped("import os\nresult = os.getuid()", "return scope['result']")
+    refused = errno.EPERM if "system-call filter" in names else errno.EAGAIN  # the filter, else RLIMIT_NPROC
     results = run_cases([GOOD, fork, uid], ["add3"] * 3,
-                        [CASES, [((0,), errno.EAGAIN)], [((0,), 65534 if os.geteuid() == 0 else os.geteuid())]])
+                        [CASES, [((0,), refused)], [((0,), 65534 if os.geteuid() == 0 else os.geteuid())]])
     assert [r.passed for r in results] == [(True, True, True), (True,), (True,)], results
 
 

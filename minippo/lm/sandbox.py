@@ -61,6 +61,11 @@ What is guaranteed, and by which layer
      ``nobody`` before it runs anything, so ``RLIMIT_NPROC`` binds and it can neither signal
      the caller nor write the caller's files; **no capabilities** (checked in
      ``/proc/self/status``), **no new privileges** (``PR_SET_NO_NEW_PRIVS``).
+   * a **system-call filter** (seccomp, x86_64 Linux; needs no privileges, so it holds where
+     namespaces are refused too): no signals to other processes, no new processes, threads or
+     programs, no file or directory changes and no opening for writing, no sockets, no
+     namespaces or mounts, no tracing; everything else (memory, reading, the message) is let
+     through, each refusal an ``EPERM``.
    * namespaces: a **user namespace** (when the caller is not root), a **network namespace**
      (no network at all), an **IPC namespace**, a **read-only filesystem** (a mount namespace in
      which every mount is read-only), and the **PID namespaces** above.
@@ -84,9 +89,11 @@ way out; for code that is truly untrusted (an adversary's, not a small model's s
 it in a VM or a system-call sandbox such as gVisor. A candidate can still read what its uid may
 read (as ``nobody``: world-readable files; without the uid drop: the caller's files) and use
 CPU and memory up to its limits. And a layer the system does not offer is missing, not
-replaced: on macOS, in a container that forbids namespaces, or as a non-root user without user
-namespaces, a program that gets past the two Python-level layers acts with the caller's uid
-(the notice says so). Hash randomisation differs per zygote, so a body whose answer depends on
+replaced: in a container that forbids namespaces, or as a non-root user without user
+namespaces, a program that gets past the two Python-level layers runs with the caller's uid,
+held back by the system-call filter and the limits but able to read the caller's files; on
+macOS, or on Linux off x86_64 without namespaces, only the limits hold it back (the notice says
+which layers are there). Hash randomisation differs per zygote, so a body whose answer depends on
 the iteration order of a set of strings may pass in one process and fail in the next.
 
 Cost: the zygote starts once (tens of milliseconds); then each new program costs a fork, about

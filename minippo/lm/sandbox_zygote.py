@@ -22,7 +22,9 @@ Layers, each tried once and reported (the ``ready`` reply; :func:`minippo.lm.san
 * for each candidate's child, before it runs anything: a **PID namespace** of its own (the
   candidate is its init: when it dies, everything it started dies), the **resource limits**, an
   **unprivileged uid** (``nobody``, when the caller is root), **no capabilities**, a
-  **parent-death signal** where there are no PID namespaces, and a **CPU timer**.
+  **parent-death signal** where there are no PID namespaces, a **system-call filter** (seccomp,
+  x86_64: no signals to other processes, no new processes or programs, no file changes, no
+  sockets, no namespaces or mounts, no tracing), and a **CPU timer**.
 
 A layer the kernel refuses is reported missing, never faked: a probe child (:func:`probe`)
 tries the child layers once and reads back what the kernel says in ``/proc/self/status``;
@@ -67,7 +69,8 @@ ALWAYS = ("restricted builtins", "process per candidate", "CPU timer")
 ZYGOTE_LAYERS = ("user namespace", "network namespace", "IPC namespace", "read-only filesystem",
                  "no new privileges", "PID namespace per candidate")
 #: Layers each candidate's child sets up, in this order.
-CHILD_LAYERS = ("resource limits", "unprivileged uid", "no capabilities", "parent-death signal")
+CHILD_LAYERS = ("resource limits", "unprivileged uid", "no capabilities", "parent-death signal",
+                "system-call filter")
 
 # Linux constants (linux/sched.h, linux/prctl.h, linux/mount.h, linux/capability.h).
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
@@ -77,6 +80,30 @@ SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added in Linux
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MS_PRIVATE = 0x1, 0x2, 1 << 18
 CAPABILITY_VERSION_3 = 0x20080522
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+AUDIT_ARCH_X86_64 = 0xC000003E
+#: System calls the filter refuses with EPERM (x86_64 numbers, asm/unistd_64.h): signals to other
+#: processes; new processes, threads and programs; changes to files, directories and their
+#: attributes; sockets; namespaces and mounts; tracing other processes; and kernel interfaces a
+#: function body never needs. ``open`` and ``openat`` are refused only for writing.
+DENIED_SYSCALLS_X86_64 = {
+    "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+    "pidfd_send_signal": 424, "clone": 56, "clone3": 435, "fork": 57, "vfork": 58, "execve": 59,
+    "execveat": 322, "creat": 85, "truncate": 76, "ftruncate": 77, "unlink": 87, "unlinkat": 263,
+    "rmdir": 84, "rename": 82, "renameat": 264, "renameat2": 316, "mkdir": 83, "mkdirat": 258,
+    "mknod": 133, "mknodat": 259, "link": 86, "linkat": 265, "symlink": 88, "symlinkat": 266,
+    "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93,
+    "lchown": 94, "fchownat": 260, "utime": 132, "utimes": 235, "utimensat": 280, "futimesat": 261,
+    "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198,
+    "fremovexattr": 199, "openat2": 437, "open_by_handle_at": 304, "socket": 41, "socketpair": 53,
+    "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272, "setns": 308,
+    "mount_setattr": 442, "move_mount": 429, "open_tree": 428, "fsopen": 430, "fsconfig": 431,
+    "fsmount": 432, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+    "io_uring_setup": 425, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250,
+    "add_key": 248, "request_key": 249,
+}
+OPEN_ARGUMENT_OF_FLAGS_X86_64 = {2: 1, 257: 2}  # open(path, flags), openat(dirfd, path, flags)
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
 class Unavailable(Exception):
@@ -274,10 +301,11 @@ def prepare(config: dict, report: dict, devnull: int, root: bool) -> dict:
     safe["__import__"] = safe_import
     context = {"builtins": safe, "root": root, "nobody": nobody_ids(), "devnull": devnull,
                "zygote": os.getpid(), "pid_namespace": None, "capset": None, "required": frozenset(),
-               "disabled": config["disabled"]}
+               "disabled": config["disabled"], "filter": None}
     if LINUX:  # capset's arguments: a version-3 header for this process, two empty sets of three masks
         context["capset"] = ((ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0), (ctypes.c_uint32 * 6)())
         attempt(libc, "prctl")  # look the C functions up now, before any fork
+        context["filter"] = syscall_filter()
     if not report["PID namespace per candidate"]:
         context["pid_namespace"] = os.open("/proc/self/ns/pid", os.O_RDONLY)
     return context
@@ -373,7 +401,54 @@ def set_parent_death_signal(context: dict) -> None:
         os._exit(SETUP_EXIT)  # the zygote died before the signal was armed
 
 
-CHILD_STEPS = dict(zip(CHILD_LAYERS, (set_limits, drop_uid, drop_capabilities, set_parent_death_signal)))
+def filter_system_calls(context: dict) -> None:
+    """Install the seccomp filter of :func:`syscall_filter` (allowed without privileges once
+    no-new-privileges is set)."""
+    if context["filter"] is None:
+        raise Unavailable(f"no filter for {os.uname().machine} (x86_64 only)")
+    checked(libc("prctl")(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(context["filter"][0]), 0, 0))
+
+
+CHILD_STEPS = dict(zip(CHILD_LAYERS, (set_limits, drop_uid, drop_capabilities, set_parent_death_signal,
+                                      filter_system_calls)))
+
+
+def syscall_filter():
+    """A seccomp BPF program refusing :data:`DENIED_SYSCALLS_X86_64` and opens for writing, or
+    ``None`` off x86_64; ``(sock_fprog, instructions)`` so the instructions outlive the call.
+
+    The program checks the architecture (anything else is killed), refuses the x32 numbers
+    (``>= 0x40000000``), compares the number with each refused one, looks at the flags of
+    ``open``/``openat``, and lets everything else through: a deny-list, so that Python's own
+    calls (memory, reading, the message written on fd 3) never trip it.
+    """
+    if os.uname().machine != "x86_64":
+        return None
+    load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, ..., BPF_RET|K
+    allow, deny, kill = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x80000000  # SECCOMP_RET_*
+    code = [(load, 0, 0, 4), (jeq, 0, "kill", AUDIT_ARCH_X86_64), (load, 0, 0, 0), (jge, "deny", 0, 0x40000000)]
+    code += [(jeq, "deny", 0, nr) for nr in sorted(DENIED_SYSCALLS_X86_64.values())]
+    code += [(jeq, f"open{arg}", 0, nr) for nr, arg in OPEN_ARGUMENT_OF_FLAGS_X86_64.items()]
+    code += [(ret, 0, 0, allow)]
+    labels = {}
+    for arg in sorted(set(OPEN_ARGUMENT_OF_FLAGS_X86_64.values())):
+        labels[f"open{arg}"] = len(code)
+        code += [(load, 0, 0, 16 + 8 * arg), (jset, "deny", 0, WRITE_FLAGS), (ret, 0, 0, allow)]
+    labels["deny"], labels["kill"] = len(code), len(code) + 1
+    code += [(ret, 0, 0, deny), (ret, 0, 0, kill)]
+
+    class Instruction(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Instruction))]
+
+    def offset(target, i):
+        return target if isinstance(target, int) else labels[target] - i - 1
+
+    instructions = (Instruction * len(code))(*(Instruction(c, offset(t, i), offset(f, i), k)
+                                               for i, (c, t, f, k) in enumerate(code)))
+    return Program(len(code), instructions), instructions
 
 
 def isolate(write_fd: int, devnull: int) -> None:
@@ -436,6 +511,8 @@ def kernel_view(report: dict) -> dict[str, str]:
     out = {}
     if not report["no capabilities"] and any(int(status.get(k, "0"), 16) for k in ("CapEff", "CapPrm")):
         out["no capabilities"] = "capabilities remain"
+    if not report["system-call filter"] and status.get("Seccomp", "0").strip() != "2":
+        out["system-call filter"] = "the kernel reports no filter"
     if status.get("NoNewPrivs", "0").strip() != "1":
         out["no new privileges"] = "the kernel reports NoNewPrivs 0"
     return out
