@@ -243,7 +243,8 @@ HOSTILE = {
     "escaped: a process in a new session": (escaped(
         "import os, time\n"
         "pid = os.fork()\n"
-        "if pid == 0:\n    os.setsid()\n    time.sleep(0.5)\n    open('MARKER_PATH', 'w')\n    os._exit(0)"), {OK, CRASHED}),
+        "if pid == 0:\n    os.setsid()\n    time.sleep(0.5)\n    open('MARKER_PATH', 'w')\n    os._exit(0)"),
+        {OK, CRASHED}),
     "escaped: exec a shell": (escaped(
         "import os\nos.execv('/bin/sh', ['sh', '-c', 'echo pwned > MARKER_PATH; rm -f KEEP_PATH; sleep 30 &'])"),
         {OK, MALFORMED, CRASHED}),  # as nobody, even execve fails: RLIMIT_NPROC is exceeded
@@ -255,7 +256,8 @@ HOSTILE = {
     "escaped: forge a passing message, then hang": (escaped(
         "import os\n"
         "for fd in range(64):\n"
-        "    try:\n        os.write(fd, b'[\"ok\",\"\",[[true,4],[true,3],[true,0]]]')\n    except OSError:\n        pass\n"
+        "    try:\n        os.write(fd, b'[\"ok\",\"\",[[true,4],[true,3],[true,0]]]')\n"
+        "    except OSError:\n        pass\n"
         "while True:\n    pass"), {TIMEOUT}),
     "escaped: write forever": (escaped(
         "import os, time\nwhile True:\n    os.write(3, b'[')\n    time.sleep(0.01)"), {TIMEOUT, MALFORMED}),
@@ -330,7 +332,8 @@ def test_the_os_layers_hold_against_an_escaped_program(guarded, monkeypatch, fil
                   "    result = 'written'\nexcept OSError as e:\n    result = e.errno",
                   errno.EPERM if seccomp else (errno.EROFS if "read-only filesystem" in layers else None)),
         "fork": ("import os\ntry:\n    pid = os.fork()\n    result = 'forked'\n    if pid == 0:\n"
-                 "        os._exit(0)\nexcept OSError as e:\n    result = e.errno", errno.EPERM if seccomp else errno.EAGAIN),
+                 "        os._exit(0)\nexcept OSError as e:\n    result = e.errno",
+                 errno.EPERM if seccomp else errno.EAGAIN),
         "uid": ("import os\nresult = os.getuid()", 65534 if os.geteuid() == 0 else (
             0 if "user namespace" in layers else os.geteuid())),
         "pid": ("import os\nresult = os.getpid()", 1 if "PID namespace per candidate" in layers else None),

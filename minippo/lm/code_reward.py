@@ -195,7 +195,8 @@ class CodeRewards:
     ``rewards`` is what PPO maximises; ``syntax``, ``tests`` and ``quality`` are the three parts
     as measured (before the violation and EOS rules; ``tests`` is the share of the visible cases
     passed); ``hidden`` is the hidden-case pass rate (``None`` where the spec has no hidden
-    cases); ``results`` are the sandbox's results for the visible cases (``None`` where the body failed :func:`syntax_ok` and never ran).
+    cases); ``results`` are the sandbox's results for the visible cases (``None`` where the
+    body failed :func:`syntax_ok` and never ran).
     """
 
     rewards: list[float]

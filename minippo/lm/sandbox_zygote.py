@@ -7,10 +7,11 @@ serves batches: each request holds the programs (compiled by the caller, which r
 them), the names of the functions to call and the *arguments* of each case, never the expected
 answers. For each candidate it forks a child, a few at a time. The child locks itself down,
 runs the candidate's program, calls the function on each case's arguments and writes what came
-back, as plain data in a strict JSON form, on a pipe of its own, then exits. This process (the *zygote*: a clean process that others are forked from,
-as Android's and Chromium's are) never runs candidate code; it reads each child's pipe up to a
-size limit, reaps the child, and passes the bytes on to the caller, which decodes them, checks
-them against the expected answers and enforces every deadline from its own clock.
+back, as plain data in a strict JSON form, on a pipe of its own, then exits. This process (the
+*zygote*: a clean process that others are forked from, as Android's and Chromium's are) never
+runs candidate code; it reads each child's pipe up to a size limit, reaps the child, and passes
+the bytes on to the caller, which decodes them, checks them against the expected answers and
+enforces every deadline from its own clock.
 
 Layers, each tried once and reported (the ``ready`` reply; :func:`minippo.lm.sandbox.layers`):
 
