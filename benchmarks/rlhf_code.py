@@ -15,7 +15,7 @@ What is measured (``minippo.lm``, the defaults the chapters use):
   sample per spec, on the training specs and on the held-out specs (never seen in SFT or RL).
   KL is the k1 estimate of KL(policy || SFT) in nats per response, averaged over the samples.
 * Times are wall-clock (``time.perf_counter``) and this process's CPU time
-  (``time.process_time``; the sandbox workers' time is not in it).  On a shared machine the
+  (``time.process_time``; the sandbox's processes' time is not in it).  On a shared machine the
   wall time is inflated by other load; the CPU time is close to what an idle machine needs.
 
 The source material claims syntax 85% -> 95% and tests 70% -> 85% after PPO; the table says
