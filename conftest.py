@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-DEFAULT_NBVAL_NUMERICS = "native"  # to become "MINIPPO_SEED_OFFSET=1,ATEN_CPU_CAPABILITY=default" once chapters 5-8 hold there
+DEFAULT_NBVAL_NUMERICS = "MINIPPO_SEED_OFFSET=1,ATEN_CPU_CAPABILITY=default"
 
 
 def parse_numerics(spec: str) -> dict[str, str]:
