@@ -35,14 +35,30 @@ from minippo import (
     advantages,
     objectives,
     schedules,
+    optim,
+    training,
     reinforce,
     a2c,
     trpo,
     ppo,
-    plotting,
     checks,
-    lm,
     prose,
 )
 
 __version__ = "0.1.0"
+
+#: Imported on first use, so that ``import minippo`` stays light: the plots need matplotlib and
+#: seaborn, the language-model half its whole stack (model, sandbox, trainers).
+_LAZY_MODULES = ("plotting", "lm")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"minippo.{name}")  # also binds minippo.<name>
+    raise AttributeError(f"module 'minippo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES))

@@ -17,16 +17,18 @@ Order of the file: config, objective, estimator, update step, training loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from minippo.advantages import gae, whiten
+from minippo.advantages import advantages_and_returns, whiten
 from minippo.history import History
-from minippo.nets import ActorCritic, adam
+from minippo.nets import ActorCritic
 from minippo.objectives import entropy_bonus, policy_gradient_loss, value_loss
-from minippo.rollout import Rollout, RolloutConfig, policy_diagnostics, run_training
+from minippo.optim import adam, optimizer_step
+from minippo.rollout import Rollout
+from minippo.training import TrainingConfig, policy_diagnostics, run_training, start_training
 from minippo.utils import check_finite, check_range
 
 __all__ = ["A2CConfig", "a2c_loss", "update", "train"]
@@ -34,7 +36,7 @@ __all__ = ["A2CConfig", "a2c_loss", "update", "train"]
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class A2CConfig(RolloutConfig):
+class A2CConfig(TrainingConfig):
     """A2C on CartPole-v1 (Adam instead of the paper's shared RMSProp; sizes tuned for CartPole)."""
 
     num_envs: int = 32  #: parallel environments B (paper: 16 actor-learners)
@@ -42,18 +44,16 @@ class A2CConfig(RolloutConfig):
     total_steps: int = 300_000  #: environment steps in the whole run
     gamma: float = 0.99  #: discount (paper: 0.99)
     gae_lambda: float = 0.95  #: GAE lambda (GAE paper: 0.92-0.99; 1.0 is the paper's n-step return)
-    lr: float = 3e-3  #: Adam learning rate (tuned on seeds 0-2; SB3's RMSProp: 7e-4)
+    learning_rate: float = 3e-3  #: Adam learning rate (tuned on seeds 0-2; SB3's RMSProp: 7e-4)
     vf_coef: float = 0.5  #: c1, value-loss weight (SB3: 0.5)
     ent_coef: float = 0.0  #: c2, entropy bonus (paper: 0.01; RL-Zoo CartPole: 0.0)
     max_grad_norm: float | None = 0.5  #: global gradient-norm clip (SB3: 0.5); None = off
     norm_adv: bool = True  #: whiten advantages (SB3's default is False; helps here)
-    hidden_sizes: Sequence[int] = (64, 64)  #: hidden widths of actor and critic
-    orthogonal_init: bool = True  #: orthogonal initialisation (nets.layer_init)
 
     def __post_init__(self):
-        self.check_rollout_fields()
+        super().__post_init__()
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
-        check_range("lr", self.lr, 0.0, low_open=True)
+        check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
         check_range("vf_coef", self.vf_coef, 0.0)
         check_range("ent_coef", self.ent_coef, 0.0)
         if self.max_grad_norm is not None:
@@ -78,29 +78,23 @@ def a2c_loss(agent: ActorCritic, obs: Tensor, actions: Tensor, adv: Tensor, ret:
 
 # --------------------------------------------------------------------------- update step
 def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
-           config: A2CConfig, *, update_index: int = 0) -> dict[str, float]:
-    """GAE advantages (estimator), then one gradient step on :func:`a2c_loss`."""
-    adv = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-              rollout.truncated, config.gamma, config.gae_lambda)  # (T, B)
-    ret = (adv + rollout.values).flatten()  # (N,) lambda-returns, the value targets
-    adv = adv.flatten()  # (N,)
+           config: A2CConfig, *, update_index: int = 1) -> dict[str, float]:
+    """GAE advantages (estimator), then one gradient step on :func:`a2c_loss`.  Returns the
+    ``a2c/...`` metrics (the DESIGN.md set under A2C's own prefix)."""
+    adv, ret = advantages_and_returns(rollout, config.gamma, config.gae_lambda)
+    adv, ret = adv.flatten(), ret.flatten()  # (N,), (N,) ret: lambda-returns, the value targets
     if config.norm_adv:
         adv = whiten(adv)  # (N,)
     batch = rollout.flatten()
     loss, parts = a2c_loss(agent, batch["obs"], batch["actions"], adv, ret, config)
     check_finite(update_index, policy_loss=parts["policy_loss"], value_loss=parts["value_loss"])
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm, foreach=True)
-    optimizer.step()
+    optimizer_step(list(agent.parameters()), optimizer, loss, config.max_grad_norm, foreach=True)
 
-    metrics = policy_diagnostics(agent, batch["obs"], batch["actions"], batch["logp"],
-                                 batch["values"], ret)
+    metrics = policy_diagnostics(agent, batch, ret, "a2c")
     metrics.update({
-        "ppo/policy_loss": parts["policy_loss"].item(),
-        "ppo/value_loss": parts["value_loss"].item(),
-        "ppo/mean_advantage": float(adv.mean()),
+        "a2c/policy_loss": parts["policy_loss"].item(),
+        "a2c/value_loss": parts["value_loss"].item(),
+        "a2c/mean_advantage": float(adv.mean()),
     })
     return metrics
 
@@ -113,8 +107,7 @@ def train(config: A2CConfig = A2CConfig(), env=None, *, seed: int = 0, progress:
     Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
     finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
     """
-    def make_update(agent):
-        optimizer = adam(agent.parameters(), config.lr)
-        return lambda rollout, i: update(agent, optimizer, rollout, config, update_index=i)
-
-    return run_training(config, env, seed, "A2C", make_update, progress, stop_at_return)
+    run = start_training(config, env, seed)
+    optimizer = adam(run.agent.parameters(), config.learning_rate)
+    step = partial(update, run.agent, optimizer, config=config)
+    return run_training(run, config, step, "a2c", progress, stop_at_return)

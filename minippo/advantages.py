@@ -22,6 +22,7 @@ multiplied by 0) where terminated, and V of the last observation at ``t = T-1``.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,27 +35,68 @@ __all__ = [
     "n_step_returns",
     "lambda_returns",
     "gae",
+    "advantages_and_returns",
     "whiten",
     "next_step_values",
 ]
 
 
 # --------------------------------------------------------------------------- helpers
-def _flags(flags: Tensor | None, like: Tensor) -> Tensor:
-    """Episode-end flags as a bool tensor shaped like ``like`` (``None`` means never)."""
+def _floats(name: str, x) -> Tensor:
+    """``x`` as a floating tensor with only finite entries, or an error that names ``name``.
+
+    A tensor is used as it is (an integer one becomes float); a NumPy array or a (nested) list
+    of numbers is converted.  A NaN or inf raises ``ValueError`` with its index: it would
+    otherwise flow silently into every advantage of its episode.
+    """
+    x = _tensor(name, x)
+    if not torch.is_floating_point(x):
+        x = x.to(torch.get_default_dtype())
+    _check_finite(name, x)
+    return x
+
+
+def _tensor(name: str, x) -> Tensor:
+    """A tensor as it is; a NumPy array or a (nested) list converted; anything else refused."""
+    if isinstance(x, Tensor):
+        return x
+    if not isinstance(x, (np.ndarray, list, tuple)):
+        raise TypeError(f"{name} must be a tensor (or a NumPy array or a list), "
+                        f"got {type(x).__name__}")
+    return torch.as_tensor(x)
+
+
+def _check_finite(name: str, x: Tensor) -> None:
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        index = [int(i) for i in bad.nonzero()[0]]
+        raise ValueError(f"{name} must be finite, got {float(x[tuple(index)])} at index {index}")
+
+
+def _flags(name: str, flags, like: Tensor) -> Tensor:
+    """Episode-end flags (or a mask) as a bool tensor; ``None`` means never.
+
+    Bool tensors are used as they are; numbers must be 0 or 1 (``terminated=0.5`` is refused,
+    not read as True).
+    """
     if flags is None:
         return torch.zeros_like(like, dtype=torch.bool)
-    flags = torch.as_tensor(flags, device=like.device)
+    flags = _tensor(name, flags).to(like.device)
     if flags.dtype != torch.bool:
+        bad = (flags != 0) & (flags != 1)
+        if bool(bad.any()):
+            index = [int(i) for i in bad.nonzero()[0]]
+            raise ValueError(f"{name} must hold booleans (or 0 and 1), got "
+                             f"{flags[tuple(index)].item()!r} at index {index}")
         flags = flags != 0
     return flags
 
 
-def _as_float(x) -> Tensor:
-    x = torch.as_tensor(x)
-    if not torch.is_floating_point(x):
-        x = x.to(torch.get_default_dtype())
-    return x
+def _check_steps(name: str, x: Tensor, time_dim: int) -> None:
+    """At least one time step: an empty rollout has no advantages."""
+    if x.dim() == 0 or x.shape[time_dim] == 0:
+        raise ValueError(f"{name} must have at least one time step along dimension {time_dim}, "
+                         f"got shape {tuple(x.shape)}")
 
 
 def _check_discount(gamma: float, gae_lambda: float | None = None) -> None:
@@ -72,12 +114,14 @@ def next_step_values(values: Tensor, mask: Tensor | None = None, time_dim: int =
     position, so the sequence end is a terminal state. Not for environment rollouts, whose
     last step and truncations need ``V(final_obs)`` (``minippo.rollout`` builds those).
     """
+    values = _floats("values", values)
     v = values.movedim(time_dim, 0)  # (T, ...)
     nv = torch.zeros_like(v)  # (T, ...)
     nv[:-1] = v[1:]
     if mask is not None:
-        check_same_shape(values=values, mask=mask)
-        m = _flags(mask, values).movedim(time_dim, 0)  # (T, ...)
+        m = _flags("mask", mask, values)
+        check_same_shape(values=values, mask=m)
+        m = m.movedim(time_dim, 0)  # (T, ...)
         nxt = torch.zeros_like(m)
         nxt[:-1] = m[1:]
         nv = nv * nxt.to(nv.dtype)
@@ -103,9 +147,10 @@ def reward_to_go(rewards: Tensor, dones: Tensor | None = None, gamma: float = 1.
     Returns:
         ``(T, B)`` tensor, same shape and dtype as ``rewards``.
     """
-    r = _as_float(rewards)
-    done = _flags(dones, r)
+    r = _floats("rewards", rewards)
+    done = _flags("dones", dones, r)
     check_same_shape(rewards=r, dones=done)
+    _check_steps("rewards", r, time_dim)
     check_range("gamma", gamma, 0.0, 1.0)
     r = r.movedim(time_dim, 0)  # (T, B)
     not_done = (~done.movedim(time_dim, 0)).to(r.dtype)  # (T, B)
@@ -130,7 +175,7 @@ def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
     Returns:
         ``(T,)`` float tensor of returns.
     """
-    r = _as_float(rewards)
+    r = _floats("rewards", rewards)
     if r.dim() != 1:
         raise ValueError(f"rewards must have shape (T,) for one episode, got {tuple(r.shape)}; "
                          "use reward_to_go for (T, B) batches with episode ends")
@@ -160,14 +205,17 @@ def td_residuals(rewards: Tensor, values: Tensor, next_values: Tensor | None,
         ``(T, B)`` tensor ``delta``.
     """
     check_range("gamma", gamma, 0.0, 1.0)
+    rewards, values = _floats("rewards", rewards), _floats("values", values)
     if next_values is None:
         next_values = next_step_values(values, mask, time_dim)
-    term = _flags(terminated, rewards)
+    next_values = _floats("next_values", next_values)
+    term = _flags("terminated", terminated, rewards)
     check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term)
+    _check_steps("rewards", rewards, time_dim)
     not_term = (~term).to(values.dtype)  # (T, B)
     delta = rewards + gamma * not_term * next_values - values  # (T, B)
     if mask is not None:
-        m = _flags(mask, rewards)
+        m = _flags("mask", mask, rewards)
         check_same_shape(rewards=rewards, mask=m)
         delta = delta * m.to(delta.dtype)  # (T, B)
     return delta
@@ -193,10 +241,13 @@ def n_step_returns(rewards: Tensor, values: Tensor, next_values: Tensor, termina
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     check_range("gamma", gamma, 0.0, 1.0)
-    term = _flags(terminated, rewards)
-    trunc = _flags(truncated, rewards)
+    rewards, values = _floats("rewards", rewards), _floats("values", values)
+    next_values = _floats("next_values", next_values)
+    term = _flags("terminated", terminated, rewards)
+    trunc = _flags("truncated", truncated, rewards)
     check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term,
                      truncated=trunc)
+    _check_steps("rewards", rewards, time_dim)
     r = rewards.movedim(time_dim, 0)  # (T, B)
     nv = next_values.movedim(time_dim, 0)  # (T, B)
     term, trunc = term.movedim(time_dim, 0), trunc.movedim(time_dim, 0)  # (T, B)
@@ -220,26 +271,30 @@ def n_step_returns(rewards: Tensor, values: Tensor, next_values: Tensor, termina
 
 
 # --------------------------------------------------------------------------- GAE
-def _episode_ends(rewards: Tensor, values: Tensor, next_values: Tensor | None,
-                  terminated: Tensor | None, truncated: Tensor | None, mask: Tensor | None,
-                  time_dim: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Validated ``(next_values, terminated, carry)`` for the backward recursions.
+def _episode_ends(rewards, values, next_values, terminated, truncated, mask,
+                  time_dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+    """Validated ``(rewards, values, next_values, terminated, mask, carry)`` for the backward
+    recursions (floating tensors, bool flags and mask, every shape equal, at least one step).
 
     ``carry`` is time-major ``(T, B)``: ``(1 - done_t) * valid_t``, the factor that lets a
     recursion carry the future of step ``t+1`` back into step ``t`` (an invalid step ends the
     recursion like an episode end).
     """
+    rewards, values = _floats("rewards", rewards), _floats("values", values)
     if next_values is None:
         next_values = next_step_values(values, mask, time_dim)
-    term = _flags(terminated, rewards)
-    trunc = _flags(truncated, rewards)
+    next_values = _floats("next_values", next_values)
+    term = _flags("terminated", terminated, rewards)
+    trunc = _flags("truncated", truncated, rewards)
     check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term,
                      truncated=trunc)
+    _check_steps("rewards", rewards, time_dim)
     carry = (~(term | trunc)).movedim(time_dim, 0).to(rewards.dtype)  # (T, B)
     if mask is not None:
+        mask = _flags("mask", mask, rewards)
         check_same_shape(rewards=rewards, mask=mask)
-        carry = carry * _flags(mask, rewards).movedim(time_dim, 0).to(rewards.dtype)  # (T, B)
-    return next_values, term, carry
+        carry = carry * mask.movedim(time_dim, 0).to(rewards.dtype)  # (T, B)
+    return rewards, values, next_values, term, mask, carry
 
 
 def gae(rewards: Tensor, values: Tensor, next_values: Tensor | None, terminated: Tensor | None,
@@ -280,8 +335,8 @@ def gae(rewards: Tensor, values: Tensor, next_values: Tensor | None, terminated:
         ``(T, B)`` advantages, same dtype as ``rewards``.
     """
     _check_discount(gamma, gae_lambda)
-    next_values, term, not_done = _episode_ends(rewards, values, next_values, terminated,
-                                                truncated, mask, time_dim)
+    rewards, values, next_values, term, mask, not_done = _episode_ends(
+        rewards, values, next_values, terminated, truncated, mask, time_dim)
     delta = td_residuals(rewards, values, next_values, term, gamma, mask=mask)  # (T, B)
     delta = delta.movedim(time_dim, 0)  # (T, B)
     adv = torch.empty_like(delta)  # (T, B)
@@ -290,6 +345,17 @@ def gae(rewards: Tensor, values: Tensor, next_values: Tensor | None, terminated:
         running = delta[t] + gamma * gae_lambda * not_done[t] * running  # (B,)
         adv[t] = running
     return adv.movedim(0, time_dim).contiguous()
+
+
+def advantages_and_returns(rollout, gamma: float, gae_lambda: float) -> tuple[Tensor, Tensor]:
+    """GAE advantages of a :class:`minippo.rollout.Rollout` and their value targets
+    ``ret = adv + V_old`` (the lambda-returns), both (T, B).  A2C, TRPO and PPO use it.
+
+    Source: GAE paper (Schulman et al. 2016), eq. 16; PPO paper eqs. 11-12.  Chapter 2.
+    """
+    adv = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
+              rollout.truncated, gamma, gae_lambda)  # (T, B)
+    return adv, adv + rollout.values  # (T, B), (T, B)
 
 
 def lambda_returns(rewards: Tensor, values: Tensor, next_values: Tensor | None,
@@ -312,13 +378,13 @@ def lambda_returns(rewards: Tensor, values: Tensor, next_values: Tensor | None,
         ``(T, B)`` tensor, 0 outside ``mask``.
     """
     _check_discount(gamma, gae_lambda)
-    next_values, term, not_done = _episode_ends(rewards, values, next_values, terminated,
-                                                truncated, mask, time_dim)
+    rewards, values, next_values, term, mask, not_done = _episode_ends(
+        rewards, values, next_values, terminated, truncated, mask, time_dim)
     r, nv = rewards.movedim(time_dim, 0), next_values.movedim(time_dim, 0)  # (T, B)
     not_term = (~term).movedim(time_dim, 0).to(r.dtype)  # (T, B)
     valid = None
     if mask is not None:
-        valid = _flags(mask, rewards).movedim(time_dim, 0).to(r.dtype)  # (T, B)
+        valid = mask.movedim(time_dim, 0).to(r.dtype)  # (T, B)
     ret = torch.empty_like(r)  # (T, B)
     running = torch.zeros_like(r[0])  # (B,): G_{t+1}; unused where done_t or t = T-1
     for t in reversed(range(r.shape[0])):
@@ -353,17 +419,21 @@ def whiten(x: Tensor, mask: Tensor | None = None, shift_mean: bool = True,
     """
     from minippo.objectives import masked_mean  # objectives owns masked_mean (API.md)
 
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
     if mask is None:
         if x.numel() < 2:
             raise ValueError(f"whiten needs at least 2 entries, got x of shape {tuple(x.shape)}")
+        _check_finite("x", x)
         mean, var = x.mean(), x.var()
         out = (x - mean) * torch.rsqrt(var + eps)
         return out + mean if not shift_mean else out
-    m = _flags(mask, x)
+    m = _flags("mask", mask, x)
     check_same_shape(x=x, mask=m)
     count = int(m.sum())
     if count < 2:
         raise ValueError(f"whiten needs at least 2 entries inside the mask, got {count}")
+    _check_finite("x (inside the mask)", x[m])
     mean = masked_mean(x, m)
     var = masked_mean((x - mean) ** 2, m) * count / (count - 1)  # unbiased, as TRL's masked_var
     out = (x - mean) * torch.rsqrt(var + eps)

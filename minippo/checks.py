@@ -16,9 +16,10 @@ Inputs are passed *positionally*, in the order of the package's signature (so a 
 their arguments as they like), and as copies: a function that modifies its inputs in place is
 reported, since in a training loop it would corrupt the rollout.
 
-Chapter authors add checkers by appending to this file: write a ``_cases_x(i, generator)``
-function returning ``(description, {name: input, ...})`` and a ``check_x(fn)`` that calls
-:func:`check`. Random numbers come from a ``torch.Generator`` seeded per case, never from the
+The file follows the book: the machinery first, then one section per chapter with its case
+generators and checkers. Chapter authors add a checker to their chapter's section: a
+``_cases_x(i, generator)`` function returning ``(description, {name: input, ...})`` and a
+``check_x(fn)`` that calls :func:`check`, listed in ``__all__``. Random numbers come from a ``torch.Generator`` seeded per case, never from the
 global seed, so running a checker does not change the reader's results.
 """
 from __future__ import annotations
@@ -39,18 +40,25 @@ __all__ = [
     "check",
     "check_discounted_returns",
     "check_reward_to_go",
+    "check_softmax_policy_gradient",
     "check_td_residuals",
     "check_gae",
-    "check_clipped_surrogate",
-    "check_clipped_value_loss",
     "check_kl_estimators",
     "check_conjugate_gradient",
+    "check_clipped_surrogate",
+    "check_clipped_value_loss",
     "check_explained_variance",
     "check_whiten",
+    "check_solved_at",
+    "check_kl_penalized_rewards",
+    "check_bradley_terry_loss",
+    "check_code_reward",
+    "check_clipped_tokens",
+    "check_group_advantages",
 ]
 
 
-# =========================================================================== the machinery
+# ============================================= the machinery: run a function against its reference
 def _show(x: Any, indent: str = "    ") -> str:
     """A short, readable rendering of one input or output value."""
     if isinstance(x, Tensor):
@@ -179,7 +187,29 @@ def check(fn: Callable, reference: Callable, make_case: Callable, n_cases: int =
     return True
 
 
-# =========================================================================== case generators
+def _check_loss(fn: Callable, reference: Callable, make_case: Callable, n_cases: int, name: str,
+                wrt: str, hint: str) -> bool:
+    """:func:`check` for a loss: its value and its gradient with respect to its first argument,
+    ``wrt`` (a loss with the right value and a detached or wrong gradient trains nothing)."""
+    return check(functools.partial(_loss_and_grad, fn), functools.partial(_loss_and_grad, reference),
+                 make_case, n_cases, name=name, hint=hint,
+                 output_names=("the loss", f"the gradient d loss / d {wrt}"))
+
+
+def _loss_and_grad(loss_fn: Callable, x: Tensor, *rest) -> tuple[Tensor, Tensor]:
+    """(loss, d loss / d x): a checker for a loss compares its value and its gradient."""
+    x = x.detach().clone().requires_grad_(True)
+    loss = loss_fn(x, *rest)
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        return loss, None  # reported by the value comparison (must be a scalar tensor)
+    if not loss.requires_grad:
+        raise TypeError("the loss does not depend on its first argument through autograd "
+                        "(did you call .item(), .detach() or torch.no_grad()?)")
+    (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    return loss.detach(), torch.zeros_like(x) if grad is None else grad
+
+
+# ======================================== random rollouts, shared by the chapters 1 and 2 checkers
 def _flags(gen: torch.Generator, T: int, B: int, p: float) -> Tensor:
     return torch.rand(T, B, generator=gen) < p  # (T, B) bool
 
@@ -230,6 +260,7 @@ def _rollout_case(i: int, gen: torch.Generator, truncation: bool = True):
     return what, data, round(gamma, 3), round(lam, 3)
 
 
+# ====================================================================== Chapter 1, policy gradient
 def _cases_discounted_returns(i: int, gen: torch.Generator):
     what, data, gamma, _ = _rollout_case(i, gen)
     T = 1 if what == "one step, T = 1" else int(torch.randint(2, 10, (), generator=gen))
@@ -237,15 +268,81 @@ def _cases_discounted_returns(i: int, gen: torch.Generator):
     return what, {"rewards": torch.randn(T, generator=gen), "gamma": gamma}
 
 
+def check_discounted_returns(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(rewards, gamma) -> (T,)`` against
+    :func:`minippo.advantages.discounted_returns`."""
+    return check(fn, _adv.discounted_returns, _cases_discounted_returns, n_cases,
+                 name="discounted_returns",
+                 hint="G_t = r_t + gamma * G_{t+1} with G_T = 0: loop t from T-1 down to 0; "
+                      "G_0 includes r_0 undiscounted; return a tensor shaped like rewards.")
+
+
 def _cases_reward_to_go(i: int, gen: torch.Generator):
     what, d, gamma, _ = _rollout_case(i, gen, truncation=False)
     return what, {"rewards": d["rewards"], "dones": d["terminated"], "gamma": gamma}
 
 
+def check_reward_to_go(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(rewards, dones, gamma) -> (T, B)`` against
+    :func:`minippo.advantages.reward_to_go`."""
+    return check(fn, _adv.reward_to_go, _cases_reward_to_go, n_cases, name="reward_to_go",
+                 hint="R_t = r_t + gamma * (1 - done_t) * R_{t+1}: done_t means the episode "
+                      "ended AFTER step t, so r_t still counts but nothing after it; no "
+                      "bootstrap at the end of the rollout (R_T = 0).")
+
+
+def _softmax_policy_gradient(logits: Tensor, actions: Tensor, rewards: Tensor,
+                             baseline: float) -> Tensor:
+    """The score-function estimate by autograd through the policy-gradient surrogate loss."""
+    logits = logits.detach().clone().requires_grad_(True)
+    logp = torch.log_softmax(logits, dim=-1)[actions]  # (N,)
+    loss = _obj.policy_gradient_loss(logp, rewards - baseline)
+    (grad,) = torch.autograd.grad(loss, logits)
+    return -grad  # (K,) the loss is the NEGATED objective
+
+
+def _cases_softmax_policy_gradient(i: int, gen: torch.Generator):
+    scenarios = ["one sample, N = 1", "two arms", "uniform policy", "zero baseline",
+                 "one arm never pulled"]
+    what = scenarios[i] if i < len(scenarios) else "random policy and batch"
+    K = 2 if what == "two arms" else int(torch.randint(3, 7, (), generator=gen))
+    N = 1 if what == "one sample, N = 1" else int(torch.randint(5, 40, (), generator=gen))
+    logits = torch.zeros(K) if what == "uniform policy" else torch.randn(K, generator=gen)
+    pull = torch.softmax(logits, dim=-1)  # (K,)
+    if what == "one arm never pulled":
+        pull[-1] = 0.0
+    actions = torch.multinomial(pull, N, replacement=True, generator=gen)  # (N,)
+    rewards = 1.0 + torch.randn(N, generator=gen)  # (N,)
+    baseline = 0.0 if what == "zero baseline" else round(float(torch.randn((), generator=gen)), 3)
+    return what, {"logits": logits, "actions": actions, "rewards": rewards, "baseline": baseline}
+
+
+def check_softmax_policy_gradient(fn: Callable, n_cases: int = 20) -> bool:
+    r"""Check ``fn(logits, actions, rewards, baseline) -> (K,)``, the score-function estimate
+    :math:`\frac1N \sum_i (r_i - b)\,\nabla_\theta \log \mathrm{softmax}(\theta)_{a_i}` for a
+    softmax policy over K arms, against autograd through
+    :func:`minippo.objectives.policy_gradient_loss`. Chapter 1, policy gradient."""
+    return check(fn, _softmax_policy_gradient, _cases_softmax_policy_gradient, n_cases,
+                 name="softmax_policy_gradient",
+                 hint="grad_theta log pi(a) = onehot(a) - softmax(theta) (a (N, K) matrix); "
+                      "weight row i by (r_i - b) and take the MEAN over the N samples; this is "
+                      "the ascent direction, so no minus sign; an arm never pulled still gets "
+                      "a nonzero component through -softmax(theta).")
+
+
+# ============================================================== Chapter 2, value functions and GAE
 def _cases_td_residuals(i: int, gen: torch.Generator):
     what, d, gamma, _ = _rollout_case(i, gen)
     return what, {k: d[k] for k in ("rewards", "values", "next_values", "terminated")} | {
         "gamma": gamma}
+
+
+def check_td_residuals(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(rewards, values, next_values, terminated, gamma)`` against
+    :func:`minippo.advantages.td_residuals`."""
+    return check(fn, _adv.td_residuals, _cases_td_residuals, n_cases, name="td_residuals",
+                 hint="delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t; "
+                      "next_values_t is already V(s_{t+1}), do not shift it.")
 
 
 def _cases_gae(i: int, gen: torch.Generator):
@@ -253,50 +350,17 @@ def _cases_gae(i: int, gen: torch.Generator):
     return what, d | {"gamma": gamma, "gae_lambda": lam}
 
 
-def _cases_surrogate(i: int, gen: torch.Generator):
-    scenarios = ["ratios on both sides of the clip range", "ratio = 1 (logp == logp_old)",
-                 "all advantages positive", "all advantages negative", "clip_eps = 0.1",
-                 "large policy change"]
-    what = scenarios[i] if i < len(scenarios) else scenarios[0]
-    N = int(torch.randint(5, 13, (), generator=gen))
-    logp_old = -torch.rand(N, generator=gen) * 2 - 0.05  # (N,) log-probs of taken actions
-    scale = {"ratio = 1 (logp == logp_old)": 0.0, "large policy change": 1.0}.get(what, 0.3)
-    logp = logp_old + scale * torch.randn(N, generator=gen)  # (N,)
-    adv = torch.randn(N, generator=gen)  # (N,)
-    if what == "all advantages positive":
-        adv = adv.abs()
-    elif what == "all advantages negative":
-        adv = -adv.abs()
-    clip_eps = 0.1 if what == "clip_eps = 0.1" else 0.2
-    return what, {"logp": logp, "logp_old": logp_old, "adv": adv, "clip_eps": clip_eps}
+def check_gae(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(rewards, values, next_values, terminated, truncated, gamma, gae_lambda)``
+    against :func:`minippo.advantages.gae`."""
+    return check(fn, _adv.gae, _cases_gae, n_cases, name="gae",
+                 hint="delta_t bootstraps next_values_t unless TERMINATED (truncated steps do "
+                      "bootstrap: next_values holds V(final_obs) there); A_t = delta_t + gamma "
+                      "* lambda * (1 - done_t) * A_{t+1} with done = terminated | truncated; "
+                      "loop t from T-1 down to 0 with A_T = 0.")
 
 
-def _cases_value_loss(i: int, gen: torch.Generator):
-    scenarios = ["some predictions move beyond the clip range", "v == v_old",
-                 "clip_eps = 0.5", "large value change"]
-    what = scenarios[i] if i < len(scenarios) else scenarios[0]
-    N = int(torch.randint(5, 13, (), generator=gen))
-    v_old = torch.randn(N, generator=gen)  # (N,)
-    scale = {"v == v_old": 0.0, "large value change": 2.0}.get(what, 0.4)
-    v = v_old + scale * torch.randn(N, generator=gen)  # (N,)
-    ret = v_old + torch.randn(N, generator=gen)  # (N,)
-    clip_eps = 0.5 if what == "clip_eps = 0.5" else 0.2
-    return what, {"v": v, "v_old": v_old, "ret": ret, "clip_eps": clip_eps}
-
-
-def _loss_and_grad(loss_fn: Callable, x: Tensor, *rest) -> tuple[Tensor, Tensor]:
-    """(loss, d loss / d x): a checker for a loss compares its value and its gradient."""
-    x = x.detach().clone().requires_grad_(True)
-    loss = loss_fn(x, *rest)
-    if not isinstance(loss, Tensor) or loss.dim() != 0:
-        return loss, None  # reported by the value comparison (must be a scalar tensor)
-    if not loss.requires_grad:
-        raise TypeError("the loss does not depend on its first argument through autograd "
-                        "(did you call .item(), .detach() or torch.no_grad()?)")
-    (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
-    return loss.detach(), torch.zeros_like(x) if grad is None else grad
-
-
+# =============================================================== Chapter 3, trust regions and TRPO
 def _cases_kl(i: int, gen: torch.Generator):
     scenarios = ["samples from q, log-probs under q and p", "p == q (KL = 0)",
                  "p far from q"]
@@ -308,6 +372,22 @@ def _cases_kl(i: int, gen: torch.Generator):
     x = torch.multinomial(torch.softmax(logits_q, 0), N, replacement=True, generator=gen)  # (N,)
     return what, {"logp_q": torch.log_softmax(logits_q, 0)[x],
                   "logp_p": torch.log_softmax(logits_p, 0)[x]}
+
+
+def check_kl_estimators(k1: Callable | None = None, k2: Callable | None = None,
+                        k3: Callable | None = None, n_cases: int = 20) -> bool:
+    """Check the reader's per-sample KL estimators ``k(logp_q, logp_p)`` (samples from q)
+    against :func:`minippo.objectives.kl_k1`, ``kl_k2`` and ``kl_k3``; pass any of them."""
+    given = {"kl_k1": k1, "kl_k2": k2, "kl_k3": k3}
+    if all(f is None for f in given.values()):
+        raise ValueError("pass at least one estimator: check_kl_estimators(k1=..., k2=..., k3=...)")
+    hint = ("the samples come from q (first argument); log r = logp_p - logp_q; k1 = -log r, "
+            "k2 = (log r)^2 / 2, k3 = (r - 1) - log r; return one estimate per sample "
+            "(no mean).")
+    for name, fn in given.items():
+        if fn is not None:
+            check(fn, getattr(_obj, name), _cases_kl, n_cases, name=name, hint=hint)
+    return True
 
 
 class _MatVec:
@@ -350,6 +430,69 @@ def _dense_solve(Avp: Callable, b: Tensor, iters: int) -> Tensor:
     return torch.linalg.solve(A, b)
 
 
+def check_conjugate_gradient(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(Avp, b, iters) -> x`` solving ``A x = b`` given only ``Avp(v) = A @ v``,
+    against a dense ``torch.linalg.solve`` on random SPD systems (``iters = n``, float64)."""
+    return check(fn, _dense_solve, _cases_cg, n_cases, atol=1e-6, rtol=1e-6,
+                 name="conjugate_gradient",
+                 hint="start from x = 0, r = p = b; each step: alpha = r.r / p.Ap, x += alpha "
+                      "p, r -= alpha Ap, p = r + (r_new.r_new / r.r) p; call Avp once per "
+                      "step; stop early when r.r is ~0 (never divide by a zero residual).")
+
+
+# ============================================================== Chapter 4, PPO's clipped objective
+def _cases_surrogate(i: int, gen: torch.Generator):
+    scenarios = ["ratios on both sides of the clip range", "ratio = 1 (logp == logp_old)",
+                 "all advantages positive", "all advantages negative", "clip_eps = 0.1",
+                 "large policy change"]
+    what = scenarios[i] if i < len(scenarios) else scenarios[0]
+    N = int(torch.randint(5, 13, (), generator=gen))
+    logp_old = -torch.rand(N, generator=gen) * 2 - 0.05  # (N,) log-probs of taken actions
+    scale = {"ratio = 1 (logp == logp_old)": 0.0, "large policy change": 1.0}.get(what, 0.3)
+    logp = logp_old + scale * torch.randn(N, generator=gen)  # (N,)
+    adv = torch.randn(N, generator=gen)  # (N,)
+    if what == "all advantages positive":
+        adv = adv.abs()
+    elif what == "all advantages negative":
+        adv = -adv.abs()
+    clip_eps = 0.1 if what == "clip_eps = 0.1" else 0.2
+    return what, {"logp": logp, "logp_old": logp_old, "adv": adv, "clip_eps": clip_eps}
+
+
+def check_clipped_surrogate(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(logp, logp_old, adv, clip_eps) -> scalar loss`` and its gradient with respect
+    to ``logp`` against :func:`minippo.objectives.clipped_surrogate`."""
+    return _check_loss(fn, _obj.clipped_surrogate, _cases_surrogate, n_cases, "clipped_surrogate",
+                       "logp",
+                       hint="return the LOSS, -mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A)) "
+                            "with r = exp(logp - logp_old); clip the ratio, not the advantage; "
+                            "take the min of the two objectives (or the max of the two losses).")
+
+
+# ====================================================================== Chapter 5, PPO in practice
+def _cases_value_loss(i: int, gen: torch.Generator):
+    scenarios = ["some predictions move beyond the clip range", "v == v_old",
+                 "clip_eps = 0.5", "large value change"]
+    what = scenarios[i] if i < len(scenarios) else scenarios[0]
+    N = int(torch.randint(5, 13, (), generator=gen))
+    v_old = torch.randn(N, generator=gen)  # (N,)
+    scale = {"v == v_old": 0.0, "large value change": 2.0}.get(what, 0.4)
+    v = v_old + scale * torch.randn(N, generator=gen)  # (N,)
+    ret = v_old + torch.randn(N, generator=gen)  # (N,)
+    clip_eps = 0.5 if what == "clip_eps = 0.5" else 0.2
+    return what, {"v": v, "v_old": v_old, "ret": ret, "clip_eps": clip_eps}
+
+
+def check_clipped_value_loss(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(v, v_old, ret, clip_eps) -> scalar loss`` and its gradient with respect to
+    ``v`` against :func:`minippo.objectives.clipped_value_loss`."""
+    return _check_loss(fn, _obj.clipped_value_loss, _cases_value_loss, n_cases,
+                       "clipped_value_loss", "v",
+                       hint="v_clipped = v_old + clip(v - v_old, -eps, eps); loss = 0.5 * "
+                            "mean(max((v - ret)^2, (v_clipped - ret)^2)): note the 0.5 and the MAX "
+                            "(pessimistic).")
+
+
 def _cases_explained_variance(i: int, gen: torch.Generator):
     scenarios = ["noisy predictions", "perfect prediction (1)",
                  "predicting the mean return (0)", "constant returns (NaN)",
@@ -367,6 +510,14 @@ def _cases_explained_variance(i: int, gen: torch.Generator):
     elif what.startswith("worse"):
         v = -ret
     return what, {"v": v, "ret": ret}
+
+
+def check_explained_variance(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(v, ret) -> float`` against :func:`minippo.objectives.explained_variance`."""
+    return check(fn, _obj.explained_variance, _cases_explained_variance, n_cases,
+                 name="explained_variance", rtol=1e-4,
+                 hint="1 - Var[ret - v] / Var[ret], NaN (float('nan')) when Var[ret] == 0; "
+                      "the variance of the RESIDUAL over the variance of the RETURNS.")
 
 
 def _cases_whiten(i: int, gen: torch.Generator, masked: bool = True):
@@ -395,101 +546,6 @@ def _whiten_on_mask(whiten_fn: Callable, x: Tensor, mask: Tensor | None = None) 
     return out[mask.bool()]
 
 
-# =========================================================================== named checkers
-def check_discounted_returns(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(rewards, gamma) -> (T,)`` against
-    :func:`minippo.advantages.discounted_returns`."""
-    return check(fn, _adv.discounted_returns, _cases_discounted_returns, n_cases,
-                 name="discounted_returns",
-                 hint="G_t = r_t + gamma * G_{t+1} with G_T = 0: loop t from T-1 down to 0; "
-                      "G_0 includes r_0 undiscounted; return a tensor shaped like rewards.")
-
-
-def check_reward_to_go(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(rewards, dones, gamma) -> (T, B)`` against
-    :func:`minippo.advantages.reward_to_go`."""
-    return check(fn, _adv.reward_to_go, _cases_reward_to_go, n_cases, name="reward_to_go",
-                 hint="R_t = r_t + gamma * (1 - done_t) * R_{t+1}: done_t means the episode "
-                      "ended AFTER step t, so r_t still counts but nothing after it; no "
-                      "bootstrap at the end of the rollout (R_T = 0).")
-
-
-def check_td_residuals(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(rewards, values, next_values, terminated, gamma)`` against
-    :func:`minippo.advantages.td_residuals`."""
-    return check(fn, _adv.td_residuals, _cases_td_residuals, n_cases, name="td_residuals",
-                 hint="delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t; "
-                      "next_values_t is already V(s_{t+1}), do not shift it.")
-
-
-def check_gae(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(rewards, values, next_values, terminated, truncated, gamma, gae_lambda)``
-    against :func:`minippo.advantages.gae`."""
-    return check(fn, _adv.gae, _cases_gae, n_cases, name="gae",
-                 hint="delta_t bootstraps next_values_t unless TERMINATED (truncated steps do "
-                      "bootstrap: next_values holds V(final_obs) there); A_t = delta_t + gamma "
-                      "* lambda * (1 - done_t) * A_{t+1} with done = terminated | truncated; "
-                      "loop t from T-1 down to 0 with A_T = 0.")
-
-
-def check_clipped_surrogate(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(logp, logp_old, adv, clip_eps) -> scalar loss`` and its gradient with respect
-    to ``logp`` against :func:`minippo.objectives.clipped_surrogate`."""
-    return check(functools.partial(_loss_and_grad, fn),
-                 functools.partial(_loss_and_grad, _obj.clipped_surrogate),
-                 _cases_surrogate, n_cases, name="clipped_surrogate",
-                 output_names=("the loss", "the gradient d loss / d logp"),
-                 hint="return the LOSS, -mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A)) "
-                      "with r = exp(logp - logp_old); clip the ratio, not the advantage; "
-                      "take the min of the two objectives (or the max of the two losses).")
-
-
-def check_clipped_value_loss(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(v, v_old, ret, clip_eps) -> scalar loss`` and its gradient with respect to
-    ``v`` against :func:`minippo.objectives.clipped_value_loss`."""
-    return check(functools.partial(_loss_and_grad, fn),
-                 functools.partial(_loss_and_grad, _obj.clipped_value_loss),
-                 _cases_value_loss, n_cases, name="clipped_value_loss",
-                 output_names=("the loss", "the gradient d loss / d v"),
-                 hint="v_clipped = v_old + clip(v - v_old, -eps, eps); loss = 0.5 * "
-                      "mean(max((v - ret)^2, (v_clipped - ret)^2)): note the 0.5 and the MAX "
-                      "(pessimistic).")
-
-
-def check_kl_estimators(k1: Callable | None = None, k2: Callable | None = None,
-                        k3: Callable | None = None, n_cases: int = 20) -> bool:
-    """Check the reader's per-sample KL estimators ``k(logp_q, logp_p)`` (samples from q)
-    against :func:`minippo.objectives.kl_k1`, ``kl_k2`` and ``kl_k3``; pass any of them."""
-    given = {"kl_k1": k1, "kl_k2": k2, "kl_k3": k3}
-    if all(f is None for f in given.values()):
-        raise ValueError("pass at least one estimator: check_kl_estimators(k1=..., k2=..., k3=...)")
-    hint = ("the samples come from q (first argument); log r = logp_p - logp_q; k1 = -log r, "
-            "k2 = (log r)^2 / 2, k3 = (r - 1) - log r; return one estimate per sample "
-            "(no mean).")
-    for name, fn in given.items():
-        if fn is not None:
-            check(fn, getattr(_obj, name), _cases_kl, n_cases, name=name, hint=hint)
-    return True
-
-
-def check_conjugate_gradient(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(Avp, b, iters) -> x`` solving ``A x = b`` given only ``Avp(v) = A @ v``,
-    against a dense ``torch.linalg.solve`` on random SPD systems (``iters = n``, float64)."""
-    return check(fn, _dense_solve, _cases_cg, n_cases, atol=1e-6, rtol=1e-6,
-                 name="conjugate_gradient",
-                 hint="start from x = 0, r = p = b; each step: alpha = r.r / p.Ap, x += alpha "
-                      "p, r -= alpha Ap, p = r + (r_new.r_new / r.r) p; call Avp once per "
-                      "step; stop early when r.r is ~0 (never divide by a zero residual).")
-
-
-def check_explained_variance(fn: Callable, n_cases: int = 20) -> bool:
-    """Check ``fn(v, ret) -> float`` against :func:`minippo.objectives.explained_variance`."""
-    return check(fn, _obj.explained_variance, _cases_explained_variance, n_cases,
-                 name="explained_variance", rtol=1e-4,
-                 hint="1 - Var[ret - v] / Var[ret], NaN (float('nan')) when Var[ret] == 0; "
-                      "the variance of the RESIDUAL over the variance of the RETURNS.")
-
-
 def check_whiten(fn: Callable, n_cases: int = 20, masked: bool = True) -> bool:
     """Check ``fn(x)`` and, if ``masked``, ``fn(x, mask)`` against
     :func:`minippo.advantages.whiten` (only entries inside the mask are compared)."""
@@ -502,47 +558,6 @@ def check_whiten(fn: Callable, n_cases: int = 20, masked: bool = True) -> bool:
                       "taken over the masked entries only.")
 
 
-# =========================================================================== Chapter 1
-def _softmax_policy_gradient(logits: Tensor, actions: Tensor, rewards: Tensor,
-                             baseline: float) -> Tensor:
-    """The score-function estimate by autograd through the policy-gradient surrogate loss."""
-    logits = logits.detach().clone().requires_grad_(True)
-    logp = torch.log_softmax(logits, dim=-1)[actions]  # (N,)
-    loss = _obj.policy_gradient_loss(logp, rewards - baseline)
-    (grad,) = torch.autograd.grad(loss, logits)
-    return -grad  # (K,) the loss is the NEGATED objective
-
-
-def _cases_softmax_policy_gradient(i: int, gen: torch.Generator):
-    scenarios = ["one sample, N = 1", "two arms", "uniform policy", "zero baseline",
-                 "one arm never pulled"]
-    what = scenarios[i] if i < len(scenarios) else "random policy and batch"
-    K = 2 if what == "two arms" else int(torch.randint(3, 7, (), generator=gen))
-    N = 1 if what == "one sample, N = 1" else int(torch.randint(5, 40, (), generator=gen))
-    logits = torch.zeros(K) if what == "uniform policy" else torch.randn(K, generator=gen)
-    pull = torch.softmax(logits, dim=-1)  # (K,)
-    if what == "one arm never pulled":
-        pull[-1] = 0.0
-    actions = torch.multinomial(pull, N, replacement=True, generator=gen)  # (N,)
-    rewards = 1.0 + torch.randn(N, generator=gen)  # (N,)
-    baseline = 0.0 if what == "zero baseline" else round(float(torch.randn((), generator=gen)), 3)
-    return what, {"logits": logits, "actions": actions, "rewards": rewards, "baseline": baseline}
-
-
-def check_softmax_policy_gradient(fn: Callable, n_cases: int = 20) -> bool:
-    r"""Check ``fn(logits, actions, rewards, baseline) -> (K,)``, the score-function estimate
-    :math:`\frac1N \sum_i (r_i - b)\,\nabla_\theta \log \mathrm{softmax}(\theta)_{a_i}` for a
-    softmax policy over K arms, against autograd through
-    :func:`minippo.objectives.policy_gradient_loss`. Chapter 1, policy gradient."""
-    return check(fn, _softmax_policy_gradient, _cases_softmax_policy_gradient, n_cases,
-                 name="softmax_policy_gradient",
-                 hint="grad_theta log pi(a) = onehot(a) - softmax(theta) (a (N, K) matrix); "
-                      "weight row i by (r_i - b) and take the MEAN over the N samples; this is "
-                      "the ascent direction, so no minus sign; an arm never pulled still gets "
-                      "a nonzero component through -softmax(theta).")
-
-
-# =========================================================================== Chapter 5
 def _solved_at(returns: Tensor, window: int, threshold: float) -> int:
     """Index of the first episode at which :meth:`History.solved_at` fires, or -1."""
     from minippo.history import History
@@ -591,7 +606,89 @@ def check_solved_at(fn: Callable, n_cases: int = 20) -> bool:
                       "FIRST index, as a Python int, and -1 when it never happens.")
 
 
-# =========================================================================== Chapter 8
+# ============================================================== Chapter 6, from CartPole to tokens
+def _kl_penalized_rewards(score: Tensor, logp: Tensor, logp_ref: Tensor, mask: Tensor,
+                          kl_coef: float):
+    from minippo.lm.rlhf import kl_penalized_rewards
+
+    return kl_penalized_rewards(score, logp, logp_ref, mask, kl_coef)
+
+
+def _cases_kl_penalized_rewards(i: int, gen: torch.Generator):
+    scenarios = ["a row truncated at full width (no EOS)", "a response that is only EOS",
+                 "kl_coef = 0 (the score alone)", "one response, B = 1", "policy == reference"]
+    what = scenarios[i] if i < len(scenarios) else "random responses and lengths"
+    B = 1 if what == "one response, B = 1" else int(torch.randint(2, 6, (), generator=gen))
+    R = int(torch.randint(3, 9, (), generator=gen))
+    lengths = torch.randint(1, R + 1, (B,), generator=gen)  # (B,) tokens up to and including EOS
+    if what == "a row truncated at full width (no EOS)":
+        lengths[0] = R
+    elif what == "a response that is only EOS":
+        lengths[-1] = 1
+    mask = torch.arange(R)[None, :] < lengths[:, None]  # (B, R) a prefix of every row
+    logp = -3.0 * torch.rand(B, R, generator=gen)  # (B, R)
+    logp_ref = logp.clone() if what == "policy == reference" else -3.0 * torch.rand(B, R, generator=gen)
+    score = torch.randn(B, generator=gen)  # (B,)
+    kl_coef = 0.0 if what == "kl_coef = 0 (the score alone)" else round(0.3 * float(torch.rand((), generator=gen)), 3)
+    return what, {"score": score, "logp": logp, "logp_ref": logp_ref, "mask": mask, "kl_coef": kl_coef}
+
+
+def check_kl_penalized_rewards(fn: Callable, n_cases: int = 20) -> bool:
+    r"""Check ``fn(score, logp, logp_ref, mask, kl_coef) -> (rewards, kl)``, the per-token RLHF
+    rewards :math:`r_t = -\beta\,(\log\pi - \log\pi_{ref}) + [t = T_b]\, s_b` and the per-token
+    k1 estimate, both ``(B, R)`` and zero outside the mask, against
+    :func:`minippo.lm.rlhf.kl_penalized_rewards`. Chapter 6, the KL-penalised reward."""
+    return check(fn, _kl_penalized_rewards, _cases_kl_penalized_rewards, n_cases,
+                 name="kl_penalized_rewards", output_names=("rewards", "kl"),
+                 hint="kl = (logp - logp_ref) inside the mask, 0 outside; rewards = -kl_coef * kl, "
+                      "plus score[b] at index mask[b].sum() - 1 (the EOS, or the last token of a "
+                      "truncated row), not at R - 1; nothing outside the mask; return a tuple.")
+
+
+# ======================================================================== Chapter 7, reward models
+def _bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor) -> Tensor:
+    from minippo.lm.reward_model import bradley_terry_loss
+
+    return bradley_terry_loss(r_chosen, r_rejected)
+
+
+def _cases_bradley_terry_loss(i: int, gen: torch.Generator):
+    scenarios = ["equal scores (the loss is log 2)", "one pair, N = 1",
+                 "large gaps (|r_w - r_l| up to 200: 1 - sigmoid underflows)",
+                 "chosen far below rejected (a confidently wrong model)", "float64 scores",
+                 "a constant added to every score (the loss must not change)"]
+    what = scenarios[i] if i < len(scenarios) else "random scores"
+    N = 1 if what == "one pair, N = 1" else int(torch.randint(2, 33, (), generator=gen))
+    dtype = torch.float64 if what == "float64 scores" else torch.float32
+    r_w = torch.randn(N, generator=gen, dtype=dtype) * 2  # (N,) scores of the preferred answers
+    r_l = torch.randn(N, generator=gen, dtype=dtype) * 2  # (N,) scores of the rejected ones
+    if what == "equal scores (the loss is log 2)":
+        r_l = r_w.clone()
+    elif what.startswith("large gaps"):
+        r_w = r_w * 50  # (N,) differences of order +-100..200
+        r_w[0], r_l[0] = -100.0, 100.0
+    elif what.startswith("chosen far below"):
+        r_w, r_l = -r_w.abs() - 20, r_l.abs() + 20
+    elif what.startswith("a constant added"):
+        c = 1000.0 * float(torch.rand((), generator=gen))
+        r_w, r_l = r_w + c, r_l + c
+    return what, {"r_chosen": r_w, "r_rejected": r_l}
+
+
+def check_bradley_terry_loss(fn: Callable, n_cases: int = 20) -> bool:
+    r"""Check ``fn(r_chosen, r_rejected) -> scalar loss``, the Bradley-Terry negative
+    log-likelihood :math:`-\frac1N\sum_i \log\sigma(r_{w,i} - r_{l,i})`, and its gradient with
+    respect to ``r_chosen``, against :func:`minippo.lm.reward_model.bradley_terry_loss`.
+    Chapter 7, reward models."""
+    return _check_loss(fn, _bradley_terry_loss, _cases_bradley_terry_loss, n_cases,
+                       "bradley_terry_loss", "r_chosen",
+                       hint="loss = -mean(log sigmoid(r_chosen - r_rejected)), a scalar; the mean, not "
+                            "the sum; compute log sigmoid stably (torch.nn.functional.logsigmoid, or "
+                            "-softplus(-x)): log(torch.sigmoid(x)) is -inf once sigmoid(x) underflows "
+                            "to 0; keep the result a tensor (no .item()).")
+
+
+# ============================================================== Chapter 8, capstone: RLHF for code
 def _code_reward(syntax: Tensor, tests: Tensor, quality: Tensor, violation: Tensor,
                  finished: Tensor, weights: tuple, missing_eos_penalty: float) -> Tensor:
     """The rule of :func:`minippo.lm.code_reward.code_rewards` on ``(B,)`` tensors."""
@@ -658,91 +755,7 @@ def check_clipped_tokens(fn: Callable, n_cases: int = 20) -> bool:
                       "advantage keeps its gradient; return a bool tensor of logp's shape.")
 
 
-# =========================================================================== Chapter 6
-def _kl_penalized_rewards(score: Tensor, logp: Tensor, logp_ref: Tensor, mask: Tensor,
-                          kl_coef: float):
-    from minippo.lm.rlhf import kl_penalized_rewards
-
-    return kl_penalized_rewards(score, logp, logp_ref, mask, kl_coef)
-
-
-def _cases_kl_penalized_rewards(i: int, gen: torch.Generator):
-    scenarios = ["a row truncated at full width (no EOS)", "a response that is only EOS",
-                 "kl_coef = 0 (the score alone)", "one response, B = 1", "policy == reference"]
-    what = scenarios[i] if i < len(scenarios) else "random responses and lengths"
-    B = 1 if what == "one response, B = 1" else int(torch.randint(2, 6, (), generator=gen))
-    R = int(torch.randint(3, 9, (), generator=gen))
-    lengths = torch.randint(1, R + 1, (B,), generator=gen)  # (B,) tokens up to and including EOS
-    if what == "a row truncated at full width (no EOS)":
-        lengths[0] = R
-    elif what == "a response that is only EOS":
-        lengths[-1] = 1
-    mask = torch.arange(R)[None, :] < lengths[:, None]  # (B, R) a prefix of every row
-    logp = -3.0 * torch.rand(B, R, generator=gen)  # (B, R)
-    logp_ref = logp.clone() if what == "policy == reference" else -3.0 * torch.rand(B, R, generator=gen)
-    score = torch.randn(B, generator=gen)  # (B,)
-    kl_coef = 0.0 if what == "kl_coef = 0 (the score alone)" else round(0.3 * float(torch.rand((), generator=gen)), 3)
-    return what, {"score": score, "logp": logp, "logp_ref": logp_ref, "mask": mask, "kl_coef": kl_coef}
-
-
-def check_kl_penalized_rewards(fn: Callable, n_cases: int = 20) -> bool:
-    r"""Check ``fn(score, logp, logp_ref, mask, kl_coef) -> (rewards, kl)``, the per-token RLHF
-    rewards :math:`r_t = -\beta\,(\log\pi - \log\pi_{ref}) + [t = T_b]\, s_b` and the per-token
-    k1 estimate, both ``(B, R)`` and zero outside the mask, against
-    :func:`minippo.lm.rlhf.kl_penalized_rewards`. Chapter 6, the KL-penalised reward."""
-    return check(fn, _kl_penalized_rewards, _cases_kl_penalized_rewards, n_cases,
-                 name="kl_penalized_rewards", output_names=("rewards", "kl"),
-                 hint="kl = (logp - logp_ref) inside the mask, 0 outside; rewards = -kl_coef * kl, "
-                      "plus score[b] at index mask[b].sum() - 1 (the EOS, or the last token of a "
-                      "truncated row), not at R - 1; nothing outside the mask; return a tuple.")
-
-
-# =========================================================================== Chapter 7
-def _bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor) -> Tensor:
-    from minippo.lm.reward_model import bradley_terry_loss
-
-    return bradley_terry_loss(r_chosen, r_rejected)
-
-
-def _cases_bradley_terry_loss(i: int, gen: torch.Generator):
-    scenarios = ["equal scores (the loss is log 2)", "one pair, N = 1",
-                 "large gaps (|r_w - r_l| up to 200: 1 - sigmoid underflows)",
-                 "chosen far below rejected (a confidently wrong model)", "float64 scores",
-                 "a constant added to every score (the loss must not change)"]
-    what = scenarios[i] if i < len(scenarios) else "random scores"
-    N = 1 if what == "one pair, N = 1" else int(torch.randint(2, 33, (), generator=gen))
-    dtype = torch.float64 if what == "float64 scores" else torch.float32
-    r_w = torch.randn(N, generator=gen, dtype=dtype) * 2  # (N,) scores of the preferred answers
-    r_l = torch.randn(N, generator=gen, dtype=dtype) * 2  # (N,) scores of the rejected ones
-    if what == "equal scores (the loss is log 2)":
-        r_l = r_w.clone()
-    elif what.startswith("large gaps"):
-        r_w = r_w * 50  # (N,) differences of order +-100..200
-        r_w[0], r_l[0] = -100.0, 100.0
-    elif what.startswith("chosen far below"):
-        r_w, r_l = -r_w.abs() - 20, r_l.abs() + 20
-    elif what.startswith("a constant added"):
-        c = 1000.0 * float(torch.rand((), generator=gen))
-        r_w, r_l = r_w + c, r_l + c
-    return what, {"r_chosen": r_w, "r_rejected": r_l}
-
-
-def check_bradley_terry_loss(fn: Callable, n_cases: int = 20) -> bool:
-    r"""Check ``fn(r_chosen, r_rejected) -> scalar loss``, the Bradley-Terry negative
-    log-likelihood :math:`-\frac1N\sum_i \log\sigma(r_{w,i} - r_{l,i})`, and its gradient with
-    respect to ``r_chosen``, against :func:`minippo.lm.reward_model.bradley_terry_loss`.
-    Chapter 7, reward models."""
-    return check(functools.partial(_loss_and_grad, fn),
-                 functools.partial(_loss_and_grad, _bradley_terry_loss),
-                 _cases_bradley_terry_loss, n_cases, name="bradley_terry_loss",
-                 output_names=("the loss", "the gradient d loss / d r_chosen"),
-                 hint="loss = -mean(log sigmoid(r_chosen - r_rejected)), a scalar; the mean, not "
-                      "the sum; compute log sigmoid stably (torch.nn.functional.logsigmoid, or "
-                      "-softplus(-x)): log(torch.sigmoid(x)) is -inf once sigmoid(x) underflows "
-                      "to 0; keep the result a tensor (no .item()).")
-
-
-# =========================================================================== Chapter 9
+# =========================================================================== Chapter 9, beyond PPO
 def _group_advantages(scores: Tensor, group_size: int, scale: bool) -> Tensor:
     from minippo.lm.alternatives import group_advantages
 

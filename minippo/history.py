@@ -8,7 +8,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["History"]
+__all__ = ["History", "EPISODE_WINDOW", "prefixed"]
+
+#: Finished episodes averaged by ``rollout/episodic_return`` and by the stop/solve test: "the mean
+#: of the last 20 episodes reaches 475" is the book's (and its benchmark's) definition of solved.
+EPISODE_WINDOW = 20
+
+
+def prefixed(prefix: str, metrics: dict) -> dict:
+    """``{"kl_divergence": x}`` -> ``{"<prefix>/kl_divergence": x}``: every trainer logs under its
+    own algorithm's name (``ppo/``, ``trpo/``, ``a2c/``, ``reinforce/``, ``grpo/``, ...)."""
+    return {f"{prefix}/{name}": value for name, value in metrics.items()}
 
 
 @dataclass
@@ -48,12 +58,12 @@ class History:
     def __getitem__(self, name: str) -> list:
         return self.updates[name]
 
-    def recent_return(self, window: int = 20) -> float:
+    def recent_return(self, window: int = EPISODE_WINDOW) -> float:
         """Mean return of the last ``window`` finished episodes (NaN before the first)."""
         r = self.episodes["return"][-window:]
         return sum(r) / len(r) if r else math.nan
 
-    def solved_at(self, threshold: float = 475.0, window: int = 20):
+    def solved_at(self, threshold: float = 475.0, window: int = EPISODE_WINDOW):
         """First ``(global_step, seconds)`` at which the mean of the last ``window`` finished
         episodes reached ``threshold`` (the benchmark's definition), or ``None``."""
         r = self.episodes["return"]

@@ -8,17 +8,39 @@ state-independent parameter (Schulman et al. 2017, Section 6.1; Chapter 1, polic
 
 Shapes: B batch of observations, O observation size, A number of actions (discrete) or action
 dimension (continuous), D hidden width.
+
+What the rest of the package asks of an agent is written down once, in :class:`Agent` (the way
+Spinning Up documents its actor-critic): :func:`minippo.rollout.collect` calls ``sample`` and
+``value``, the update diagnostics call ``policy_terms``.  :class:`ActorCritic` is the book's
+agent; a reader's own network works anywhere it has these three methods.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-__all__ = ["layer_init", "mlp", "ActorCritic", "adam"]
+__all__ = ["Agent", "layer_init", "mlp", "ActorCritic"]
+
+
+class Agent(Protocol):
+    """The actor-critic interface that rollout collection and the diagnostics rely on.
+
+    ``obs`` is a batch of observations (B, O) or (N, O); ``action`` is (B,) long for a discrete
+    policy, (B, A) float for a continuous one.
+    """
+
+    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Draw ``a ~ pi(.|s)`` without gradients: ``(action (B,) or (B, A), logp (B,))``."""
+
+    def value(self, obs: Tensor) -> Tensor:
+        """``V(s)``: (N, O) -> (N,)."""
+
+    def policy_terms(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """``(log pi(a|s) (N,), entropy of pi(.|s) (N,))``, with gradients."""
 
 
 def layer_init(layer: nn.Linear, std: float = 2 ** 0.5, bias: float = 0.0) -> nn.Linear:
@@ -180,16 +202,3 @@ def _forward(net: nn.Sequential, x: Tensor) -> Tensor:
         x = layer.forward(x)
     return x
 
-
-def adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
-    """Adam (Kingma & Ba 2015) for ``params``, with the fused kernel where torch has one.
-
-    For networks this small the optimizer step is Python overhead per parameter tensor; the fused
-    implementation (torch >= 2.4 on CPU) updates all of them in one call, about 4x faster here.
-    It computes the same update as the default implementation.
-    """
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
-    except (RuntimeError, TypeError):  # older torch: no fused Adam on this device
-        return torch.optim.Adam(params, lr=lr, eps=eps)

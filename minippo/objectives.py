@@ -39,7 +39,14 @@ __all__ = [
     "kl_k3",
     "clip_fraction",
     "explained_variance",
+    "update_diagnostics",
+    "DIAGNOSTIC_CLIP_EPS",
+    "TARGET_KL_FACTOR",
 ]
+
+#: The clipping epsilon at which algorithms without a clip (REINFORCE, A2C, TRPO, unclipped PPO)
+#: report their would-be clip fraction: the PPO paper's 0.2 (DESIGN.md, "Metric names").
+DIAGNOSTIC_CLIP_EPS = 0.2
 
 
 def masked_mean(x: Tensor, mask: Tensor | None, dim: int | tuple[int, ...] | None = None) -> Tensor:
@@ -64,6 +71,20 @@ def _mean(x: Tensor, mask: Tensor | None) -> Tensor:
     return x.mean() if mask is None else masked_mean(x, mask)
 
 
+def _check_batch(mask: Tensor | None, **tensors: Tensor) -> None:
+    """Equal shapes, at least one sample, and a mask that selects at least one: a loss over an
+    empty batch would be NaN (0/0) and poison every parameter it touches."""
+    check_same_shape(**tensors)
+    name, first = next(iter(tensors.items()))
+    if first.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(first.shape)}): a loss needs at least "
+                         "one sample")
+    if mask is not None:
+        check_same_shape(**{name: first, "mask": mask})
+        if not bool(mask.any()):
+            raise ValueError("mask selects no entries: a loss needs at least one sample")
+
+
 def policy_gradient_loss(logp: Tensor, adv: Tensor, *, mask: Tensor | None = None) -> Tensor:
     r"""Vanilla policy-gradient loss
     :math:`L^{PG} = -\hat{\mathbb E}_t[\log\pi_\theta(a_t|s_t)\,\hat A_t]`.
@@ -74,7 +95,7 @@ def policy_gradient_loss(logp: Tensor, adv: Tensor, *, mask: Tensor | None = Non
     Source: PPO paper (Schulman et al. 2017), eqs. 1-2; Williams (1992) REINFORCE.
     Chapter 1, policy gradient.
     """
-    check_same_shape(logp=logp, adv=adv)
+    _check_batch(mask, logp=logp, adv=adv)
     return -_mean(logp * adv, mask)
 
 
@@ -113,7 +134,7 @@ def clipped_surrogate(logp: Tensor, logp_old: Tensor, adv: Tensor, clip_eps: flo
     Returns:
         scalar loss tensor.
     """
-    check_same_shape(logp=logp, logp_old=logp_old, adv=adv)
+    _check_batch(mask, logp=logp, logp_old=logp_old, adv=adv)
     ratio = probability_ratio(logp, logp_old)  # (N,)
     if clip_eps is None or math.isinf(clip_eps):
         return -_mean(ratio * adv, mask)
@@ -136,7 +157,7 @@ def kl_penalty_surrogate(logp: Tensor, logp_old: Tensor, adv: Tensor, beta: floa
     Source: PPO paper (Schulman et al. 2017), eq. 8 (Section 4). Chapter 4, PPO's clipped
     objective.
     """
-    check_same_shape(logp=logp, logp_old=logp_old, adv=adv)
+    _check_batch(mask, logp=logp, logp_old=logp_old, adv=adv)
     check_range("beta", beta, 0.0)
     ratio = probability_ratio(logp, logp_old)  # (N,)
     if kl is None:
@@ -154,7 +175,7 @@ def value_loss(v: Tensor, ret: Tensor, *, mask: Tensor | None = None) -> Tensor:
     Source: PPO paper (Schulman et al. 2017), eq. 9 (the :math:`L^{VF}_t` term).
     Chapter 2, value functions and GAE.
     """
-    check_same_shape(v=v, ret=ret)
+    _check_batch(mask, v=v, ret=ret)
     return 0.5 * _mean((v - ret) ** 2, mask)
 
 
@@ -170,7 +191,7 @@ def clipped_value_loss(v: Tensor, v_old: Tensor, ret: Tensor, clip_eps: float, *
     (``clip_vloss``) and TRL (``cliprange_value``). Engstrom et al. (2020, "Implementation
     Matters") found it does not help and can hurt. Chapter 5, PPO in practice.
     """
-    check_same_shape(v=v, v_old=v_old, ret=ret)
+    _check_batch(mask, v=v, v_old=v_old, ret=ret)
     check_range("clip_eps", clip_eps, 0.0, low_open=True)
     v_clipped = v_old + torch.clamp(v - v_old, -clip_eps, clip_eps)  # (N,)
     loss_unclipped = (v - ret) ** 2  # (N,)
@@ -185,6 +206,7 @@ def entropy_bonus(entropy: Tensor, *, mask: Tensor | None = None) -> Tensor:
     Source: PPO paper (Schulman et al. 2017), eq. 9 (the :math:`c_2 S` term); Mnih et al. 2016.
     Chapter 4, PPO's clipped objective.
     """
+    _check_batch(mask, entropy=entropy)
     return _mean(entropy, mask)
 
 
@@ -230,7 +252,16 @@ def kl_k3(logp_q: Tensor, logp_p: Tensor) -> Tensor:
     return torch.expm1(log_r) - log_r
 
 
-def clip_fraction(ratio: Tensor, clip_eps: float = 0.2, *, mask: Tensor | None = None) -> Tensor:
+#: ``target_kl`` early stopping: an update's epochs stop before a minibatch step whose k3
+#: estimate of KL(old || new) on that minibatch, measured before the step, exceeds
+#: ``TARGET_KL_FACTOR * target_kl``.  The rule of Spinning Up's PPO (``1.5 * target_kl``, checked
+#: before each step), Stable-Baselines3 and TRL's original PPOTrainer; CartPole's PPO and
+#: RLHF-PPO both use it (Chapter 5).
+TARGET_KL_FACTOR = 1.5
+
+
+def clip_fraction(ratio: Tensor, clip_eps: float = DIAGNOSTIC_CLIP_EPS, *,
+                  mask: Tensor | None = None) -> Tensor:
     r"""Fraction of samples whose ratio lies outside :math:`[1-\epsilon, 1+\epsilon]`:
     :math:`\hat{\mathbb E}[\,|r_t - 1| > \epsilon\,]`.
 
@@ -258,3 +289,40 @@ def explained_variance(v: Tensor, ret: Tensor, *, mask: Tensor | None = None) ->
     if var_ret == 0:
         return float("nan")
     return float(1.0 - (ret - v).var(unbiased=False) / var_ret)
+
+
+def update_diagnostics(logp_old: Tensor, logp: Tensor, entropy: Tensor, v_old: Tensor, ret: Tensor,
+                       clip_eps: float = DIAGNOSTIC_CLIP_EPS, *,
+                       mask: Tensor | None = None) -> dict[str, float]:
+    r"""What one update changed, measured *after* it on the whole batch it was computed from.
+
+    ``logp`` and ``entropy`` are the updated policy's, on the batch's own states and actions (or
+    tokens); ``logp_old``, ``v_old`` and ``ret`` were stored with the batch.  Returns
+
+    * ``kl_divergence``: mean :func:`kl_k3` estimate of :math:`KL(\pi_{old} \| \pi_{new})` (the
+      actions were drawn from the old policy, as k3 requires);
+    * ``clip_fraction``: share of ratios outside :math:`[1-\epsilon, 1+\epsilon]`
+      (:func:`clip_fraction`; at :data:`DIAGNOSTIC_CLIP_EPS` for algorithms that do not clip);
+    * ``ratio_mean``, ``ratio_std``: of the probability ratios;
+    * ``entropy``: mean policy entropy after the update;
+    * ``explained_variance``: of the returns by the values that produced the advantages
+      (:func:`explained_variance`; how well the critic did, as SB3 and CleanRL measure it);
+    * ``value_pred_mean``: mean of those values.
+
+    Names are bare; a trainer prefixes them with its own (``ppo/kl_divergence``,
+    ``trpo/kl_divergence``, ...).  Flat ``(N,)`` inputs, or ``(B, L)`` tokens with ``mask``.
+    Measuring once after the update, rather than averaging what each minibatch saw before its
+    step (CleanRL, SB3), gives the KL and clip fraction of the policy the next rollout will use
+    (book/metrics.md).  Chapter 5, PPO in practice.
+    """
+    ratio = probability_ratio(logp, logp_old)  # (N,) or (B, L)
+    r = ratio if mask is None else ratio[mask.bool()]  # (N,) valid samples
+    return {
+        "kl_divergence": float(masked_mean(kl_k3(logp_old, logp), mask)),
+        "clip_fraction": float(clip_fraction(r, clip_eps)),
+        "ratio_mean": float(r.mean()),
+        "ratio_std": float(r.std()) if r.numel() > 1 else 0.0,
+        "entropy": float(masked_mean(entropy, mask)),
+        "explained_variance": explained_variance(v_old, ret, mask=mask),
+        "value_pred_mean": float(masked_mean(v_old, mask)),
+    }

@@ -12,10 +12,11 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minippo.history import History
+from minippo.history import EPISODE_WINDOW, History
+from minippo.objectives import DIAGNOSTIC_CLIP_EPS
 from minippo.utils import check_range
 
-__all__ = ["dashboard", "plot_seeds", "heatmap"]
+__all__ = ["dashboard", "metric_prefix", "plot_seeds", "heatmap"]
 
 STEP_LABEL = "environment steps"
 
@@ -29,26 +30,45 @@ def _rolling(x: np.ndarray, window: int, fn) -> np.ndarray:
     return np.array([fn(x[max(0, i - window + 1):i + 1]) for i in range(len(x))])
 
 
+def metric_prefix(history: History) -> str:
+    """The algorithm whose update metrics ``history`` holds: the group of its
+    ``<prefix>/kl_divergence`` column (``ppo``, ``trpo``, ``a2c``, ``reinforce``, ``grpo``), or
+    ``ppo`` when it has none."""
+    for name in history.updates:
+        group, _, metric = name.partition("/")
+        if metric == "kl_divergence":
+            return group
+    return "ppo"
+
+
 def dashboard(history: History, target_kl: float | None = None, title: str | None = None,
-              clip_eps: float = 0.2, window: int = 20):
-    """The 2x3 training dashboard: return, policy loss, value loss, KL, clip fraction, return std.
+              clip_eps: float = DIAGNOSTIC_CLIP_EPS, window: int = EPISODE_WINDOW):
+    """The 2x4 training dashboard of every trainer in the book.
+
+    Top row, the agent: episodic return, its spread, policy loss, value loss.  Bottom row, the
+    size and health of each update: KL, clip fraction, entropy, explained variance.
 
     * return: every finished episode (dots) and the mean of the last ``window`` (line), one
       point per update: episodes that finish in the same update share its step (all the
       responses of an RLHF batch do), and the line shows the value after the update's last;
+      next to it the standard deviation of the last ``window`` returns;
     * policy and value loss per update;
-    * ``ppo/kl_divergence`` (k3 estimate of KL(old || new) per update) with a dashed line at
-      ``target_kl`` (default: the run's ``config.target_kl``, or TRPO's ``config.max_kl``);
-    * ``ppo/clip_fraction`` at ``clip_eps``;
-    * standard deviation of the last ``window`` episode returns.
+    * ``<prefix>/kl_divergence`` (k3 estimate of KL(old || new) after each update) with a dashed
+      line at ``target_kl`` (default: the run's ``config.target_kl``, or TRPO's ``config.max_kl``);
+    * ``<prefix>/clip_fraction`` at ``clip_eps``;
+    * ``<prefix>/entropy`` of the policy (nats per step or token): a collapse detector;
+    * ``<prefix>/explained_variance`` of the returns by the critic: 1 perfect, 0 no better than
+      the mean, below 0 worse.
 
-    Every x axis is environment steps.  Returns the matplotlib Figure.
+    ``<prefix>`` is the algorithm's (:func:`metric_prefix`): the same picture for REINFORCE,
+    A2C, TRPO, PPO and RLHF.  Every x axis is environment steps.  Returns the matplotlib Figure.
     """
     if target_kl is None and history.config is not None:
         config = history.config
         target_kl = getattr(config, "target_kl", None) or getattr(config, "max_kl", None)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), constrained_layout=True)
-    ax_ret, ax_pl, ax_vl, ax_kl, ax_cf, ax_std = axes.flat
+    prefix = metric_prefix(history)
+    fig, axes = plt.subplots(2, 4, figsize=(19, 7.5), constrained_layout=True)
+    ax_ret, ax_std, ax_pl, ax_vl, ax_kl, ax_cf, ax_ent, ax_ev = axes.flat
     x = _column(history, "global_step")
     ep_x = np.asarray(history.episodes["global_step"], dtype=float)
     ep_r = np.asarray(history.episodes["return"], dtype=float)
@@ -61,26 +81,33 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
     ax_ret.set(title="Episodic return", ylabel="return (reward per episode)")
     ax_ret.legend(loc="lower right", fontsize="small")
 
-    ax_pl.plot(x, _column(history, "ppo/policy_loss"), color="tab:purple")
+    if len(ep_r):
+        ax_std.plot(ep_x[last], _rolling(ep_r, window, np.std)[last], color="tab:gray")
+    ax_std.set(title=f"Return std (last {window} episodes)", ylabel="std of return")
+
+    ax_pl.plot(x, _column(history, f"{prefix}/policy_loss"), color="tab:purple")
     ax_pl.set(title="Policy loss", ylabel="loss (surrogate, negated)")
 
-    ax_vl.plot(x, _column(history, "ppo/value_loss"), color="tab:green")
+    ax_vl.plot(x, _column(history, f"{prefix}/value_loss"), color="tab:green")
     ax_vl.set(title="Value loss", ylabel="loss (½ squared error)")
 
-    ax_kl.plot(x, _column(history, "ppo/kl_divergence"), color="tab:red",
+    ax_kl.plot(x, _column(history, f"{prefix}/kl_divergence"), color="tab:red",
                label="KL(old ‖ new), k3")
     if target_kl is not None:
         ax_kl.axhline(target_kl, color="black", linestyle="--", label=f"target {target_kl:g}")
     ax_kl.set(title="KL divergence per update", ylabel="KL (nats)")
     ax_kl.legend(loc="best", fontsize="small")  # "best" also avoids the target line
 
-    ax_cf.plot(x, _column(history, "ppo/clip_fraction"), color="tab:orange")
+    ax_cf.plot(x, _column(history, f"{prefix}/clip_fraction"), color="tab:orange")
     ax_cf.set(title=f"Clip fraction (ε = {clip_eps:g})", ylabel="fraction of samples clipped",
               ylim=(0, None))
 
-    if len(ep_r):
-        ax_std.plot(ep_x[last], _rolling(ep_r, window, np.std)[last], color="tab:gray")
-    ax_std.set(title=f"Return std (last {window} episodes)", ylabel="std of return")
+    ax_ent.plot(x, _column(history, f"{prefix}/entropy"), color="tab:brown")
+    ax_ent.set(title="Policy entropy", ylabel="entropy (nats)")
+
+    ax_ev.plot(x, _column(history, f"{prefix}/explained_variance"), color="tab:cyan")
+    ax_ev.axhline(0.0, color="0.6", linewidth=0.8)
+    ax_ev.set(title="Explained variance of the returns", ylabel="1 - Var[R - V] / Var[R]")
 
     for ax in axes.flat:
         ax.set_xlabel(STEP_LABEL)

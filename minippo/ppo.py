@@ -9,35 +9,37 @@ a few epochs of minibatch Adam steps on
 (PPO paper, eq. 9).  The clipped surrogate, value losses and entropy bonus live in
 :mod:`minippo.objectives`, GAE in :mod:`minippo.advantages`; this file only wires them.
 
-Order of the file: config, objective (the combined loss), estimator (GAE), update step,
-training loop.
+Order of the file: config, objective (the combined loss), update step (with GAE, the
+estimator, from :mod:`minippo.advantages`), training loop (:mod:`minippo.training`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from minippo import schedules
-from minippo.advantages import gae, whiten
+from minippo.advantages import advantages_and_returns, whiten
 from minippo.history import History
-from minippo.nets import ActorCritic, adam
-from minippo.objectives import (clipped_surrogate, clipped_value_loss, entropy_bonus, kl_k3,
-                                value_loss)
-from minippo.rollout import Rollout, RolloutConfig, policy_diagnostics, run_training
+from minippo.nets import ActorCritic
+from minippo.objectives import (DIAGNOSTIC_CLIP_EPS, TARGET_KL_FACTOR, clipped_surrogate,
+                                clipped_value_loss, entropy_bonus, kl_k3, value_loss)
+from minippo.optim import adam, optimizer_step, set_learning_rate
+from minippo.rollout import Rollout
+from minippo.training import TrainingConfig, policy_diagnostics, run_training, start_training
 from minippo.utils import check_finite, check_range
 
-__all__ = ["PPOConfig", "ppo_loss", "advantages_and_returns", "update", "train"]
+__all__ = ["PPOConfig", "ppo_loss", "update", "learning_rate", "train"]
 
-LR_SCHEDULES = ("constant", "linear", "warmup_cosine")
+LEARNING_RATE_SCHEDULES = ("constant", "linear", "warmup_cosine")
 
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class PPOConfig(RolloutConfig):
+class PPOConfig(TrainingConfig):
     """PPO on CartPole-v1: the book's defaults, tuned for wall-clock time to a return of 475.
 
     Values from the PPO paper (Schulman et al. 2017, Table 3, Mujoco) and the reference
@@ -48,11 +50,11 @@ class PPOConfig(RolloutConfig):
 
     num_envs: int = 16  #: parallel environments B (tuned; the batched CartPole steps them at once)
     num_steps: int = 32  #: steps per environment per update T (RL-Zoo CartPole: 32; batch 512)
-    total_steps: int = 100_000  #: environment steps; the lr anneals over them (RL-Zoo: 1e5)
+    total_steps: int = 100_000  #: environment steps; the learning rate anneals over them (RL-Zoo: 1e5)
     gamma: float = 0.995  #: discount (tuned; paper: 0.99, with which 1 of 10 seeds got stuck)
     gae_lambda: float = 0.95  #: GAE lambda (paper, Table 3)
-    lr: float = 1e-2  #: Adam learning rate at the start of the schedule (tuned; paper: 3e-4)
-    lr_schedule: str = "linear"  #: "constant", "linear" (to 0, paper Table 5) or "warmup_cosine"
+    learning_rate: float = 1e-2  #: Adam learning rate at the start of the schedule (tuned; paper: 3e-4)
+    learning_rate_schedule: str = "linear"  #: "constant", "linear" (to 0, paper Table 5) or "warmup_cosine"
     warmup_fraction: float = 0.05  #: share of updates spent warming up ("warmup_cosine" only)
     update_epochs: int = 4  #: passes over the batch per update K (CleanRL: 4; paper: 10)
     num_minibatches: int = 1  #: minibatches per epoch (tuned: the whole batch of 512)
@@ -63,16 +65,15 @@ class PPOConfig(RolloutConfig):
     max_grad_norm: float | None = 0.5  #: global gradient-norm clip (CleanRL: 0.5); None = off
     norm_adv: bool = True  #: whiten advantages per minibatch (Baselines, CleanRL)
     target_kl: float | None = 0.01  #: stop epochs at KL > 1.5 target (Spinning Up: 0.01); None off
-    orthogonal_init: bool = True  #: orthogonal init with gains sqrt(2)/0.01/1 (Baselines)
-    hidden_sizes: Sequence[int] = (64, 64)  #: hidden widths of actor and critic (paper: 64, 64)
     adam_eps: float = 1e-5  #: Adam epsilon (Baselines, CleanRL: 1e-5)
 
     def __post_init__(self):
-        self.check_rollout_fields()
+        super().__post_init__()
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
-        check_range("lr", self.lr, 0.0, low_open=True)
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
+        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+            raise ValueError(f"learning_rate_schedule must be one of {LEARNING_RATE_SCHEDULES}, "
+                             f"got {self.learning_rate_schedule!r}")
         check_range("warmup_fraction", self.warmup_fraction, 0.0, 1.0, high_open=True)
         check_range("update_epochs", self.update_epochs, 1)
         check_range("num_minibatches", self.num_minibatches, 1, self.batch_size // 2)
@@ -100,6 +101,7 @@ def ppo_loss(agent: ActorCritic, obs: Tensor, actions: Tensor, logp_old: Tensor,
              ret: Tensor, v_old: Tensor, config: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
     r"""PPO's combined loss on one minibatch, :math:`-L^{CLIP} + c_1 L^{VF} - c_2 S`.
 
+    With ``config.norm_adv`` the minibatch's advantages are whitened first.
     Source: PPO paper (Schulman et al. 2017), eq. 9.  Chapter 4, PPO's clipped objective.
     Returns the loss and its parts ``policy_loss``, ``value_loss``, ``entropy`` (for logging).
     """
@@ -116,37 +118,44 @@ def ppo_loss(agent: ActorCritic, obs: Tensor, actions: Tensor, logp_old: Tensor,
     return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": ent, "logp": logp}
 
 
-# --------------------------------------------------------------------------- estimator
-def advantages_and_returns(rollout: Rollout, gamma: float,
-                           gae_lambda: float) -> tuple[Tensor, Tensor]:
-    """GAE advantages and their value targets ``ret = adv + V_old`` (the lambda-returns), (T, B).
-
-    Source: GAE paper (Schulman et al. 2016), eq. 16; PPO paper eqs. 11-12.  Chapter 2.
-    """
-    adv = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-              rollout.truncated, gamma, gae_lambda)  # (T, B)
-    return adv, adv + rollout.values  # (T, B), (T, B)
-
-
 # --------------------------------------------------------------------------- update step
-def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
-           config: PPOConfig, *, update_index: int = 0) -> dict[str, float]:
-    """``update_epochs`` passes of ``num_minibatches`` Adam steps on :func:`ppo_loss`.
+def learning_rate(config: PPOConfig, update_index: int) -> float:
+    """The learning rate of update ``update_index`` (0-based) under ``config.learning_rate_schedule``."""
+    total = config.iterations
+    if config.learning_rate_schedule == "linear":
+        return schedules.linear_anneal(update_index, total, config.learning_rate)
+    if config.learning_rate_schedule == "warmup_cosine":
+        warmup = min(int(config.warmup_fraction * total), total - 1)
+        return schedules.warmup_cosine(update_index, total, config.learning_rate, warmup)
+    return schedules.constant(update_index, total, config.learning_rate)
 
-    With ``target_kl`` set, the epochs stop as soon as a minibatch's k3 KL estimate exceeds
-    ``1.5 * target_kl`` (Stable-Baselines3 and Spinning Up; Chapter 5).  Returns the DESIGN.md
-    metrics, measured after the update on the whole rollout, plus ``ppo/num_gradient_steps``.
+
+def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
+           config: PPOConfig, *, update_index: int = 1) -> dict[str, float]:
+    """Update ``update_index`` of the run (from 1): set the learning rate the schedule gives it,
+    compute GAE (estimator), then ``update_epochs`` passes of ``num_minibatches`` Adam steps on
+    :func:`ppo_loss`.
+
+    With ``target_kl`` set, the epochs stop before a minibatch step whose k3 estimate of
+    KL(old || new) on that minibatch, measured before the step, exceeds
+    ``TARGET_KL_FACTOR * target_kl`` = 1.5 target_kl (Spinning Up, Stable-Baselines3; the same
+    rule as :func:`minippo.lm.rlhf.update`; Chapter 5).  Returns the DESIGN.md metrics,
+    measured after the update on the whole rollout (:func:`minippo.training.policy_diagnostics`),
+    the means over the gradient steps of the losses and of the gradient norm before clipping,
+    ``ppo/learning_rate``, ``ppo/num_gradient_steps``, ``ppo/epochs`` (started) and
+    ``ppo/early_stopped``.
     """
+    set_learning_rate(optimizer, learning_rate(config, update_index - 1))  # the LR schedule
     adv, ret = advantages_and_returns(rollout, config.gamma, config.gae_lambda)
     batch = rollout.flatten()
     obs, actions, logp_old, v_old = batch["obs"], batch["actions"], batch["logp"], batch["values"]
     adv, ret = adv.flatten(), ret.flatten()  # (N,), (N,)
     n, mb = adv.shape[0], config.minibatch_size
     params = list(agent.parameters())
-    sums = {"policy_loss": 0.0, "value_loss": 0.0}
-    steps = 0
-    stop = False
+    sums = {"policy_loss": 0.0, "value_loss": 0.0, "grad_norm": 0.0}
+    steps, epochs, stop = 0, 0, False
     for _ in range(config.update_epochs):
+        epochs += 1
         perm = torch.randperm(n) if config.num_minibatches > 1 else None  # one minibatch: all
         for start in range(0, mb * config.num_minibatches, mb):
             idx = slice(None) if perm is None else perm[start:start + mb]  # (M,)
@@ -154,43 +163,33 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
                                    ret[idx], v_old[idx], config)
             if config.target_kl is not None:
                 kl = float(kl_k3(logp_old[idx], parts["logp"].detach()).mean())
-                if kl > 1.5 * config.target_kl:
+                if kl > TARGET_KL_FACTOR * config.target_kl:  # checked before the step
                     stop = True
                     break
             check_finite(update_index, policy_loss=parts["policy_loss"],
                          value_loss=parts["value_loss"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm, foreach=True)
-            optimizer.step()
+            grad_norm = optimizer_step(params, optimizer, loss, config.max_grad_norm, foreach=True)
             sums["policy_loss"] += parts["policy_loss"].item()
             sums["value_loss"] += parts["value_loss"].item()
+            sums["grad_norm"] += float(grad_norm)
             steps += 1
         if stop:
             break
 
-    clip_eps = 0.2 if config.clip_eps is None or math.isinf(config.clip_eps) else config.clip_eps
-    metrics = policy_diagnostics(agent, obs, actions, logp_old, v_old, ret, clip_eps)
+    clip_eps = config.clip_eps
+    if clip_eps is None or math.isinf(clip_eps):
+        clip_eps = DIAGNOSTIC_CLIP_EPS  # unclipped: how often it *would* have clipped
+    metrics = policy_diagnostics(agent, batch, ret, "ppo", clip_eps)
+    metrics.update({f"ppo/{name}": total / steps if steps else math.nan
+                    for name, total in sums.items()})
     metrics.update({
-        "ppo/policy_loss": sums["policy_loss"] / steps if steps else math.nan,
-        "ppo/value_loss": sums["value_loss"] / steps if steps else math.nan,
         "ppo/mean_advantage": float(adv.mean()),
         "ppo/learning_rate": optimizer.param_groups[0]["lr"],
         "ppo/num_gradient_steps": float(steps),
+        "ppo/epochs": float(epochs),
+        "ppo/early_stopped": float(stop),
     })
     return metrics
-
-
-def learning_rate(config: PPOConfig, update_index: int) -> float:
-    """The learning rate of update ``update_index`` (0-based) under ``config.lr_schedule``."""
-    total = config.num_updates
-    if config.lr_schedule == "linear":
-        return schedules.linear_anneal(update_index, total, config.lr)
-    if config.lr_schedule == "warmup_cosine":
-        warmup = min(int(config.warmup_fraction * total), total - 1)
-        return schedules.warmup_cosine(update_index, total, config.lr, warmup)
-    return schedules.constant(update_index, total, config.lr)
 
 
 # --------------------------------------------------------------------------- training loop
@@ -201,14 +200,7 @@ def train(config: PPOConfig = PPOConfig(), env=None, *, seed: int = 0, progress:
     Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
     finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
     """
-    def make_update(agent):
-        optimizer = adam(agent.parameters(), config.lr, config.adam_eps)
-
-        def step(rollout, i):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, i - 1)
-            return update(agent, optimizer, rollout, config, update_index=i)
-
-        return step
-
-    return run_training(config, env, seed, "PPO", make_update, progress, stop_at_return)
+    run = start_training(config, env, seed)
+    optimizer = adam(run.agent.parameters(), config.learning_rate, config.adam_eps)
+    step = partial(update, run.agent, optimizer, config=config)
+    return run_training(run, config, step, "ppo", progress, stop_at_return)

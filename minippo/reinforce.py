@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from minippo.advantages import lambda_returns, reward_to_go, whiten
 from minippo.history import History
-from minippo.nets import ActorCritic, adam
+from minippo.nets import ActorCritic
 from minippo.objectives import policy_gradient_loss
-from minippo.rollout import Rollout, RolloutConfig, fit_value, policy_diagnostics, run_training
+from minippo.optim import adam, fit_value, optimizer_step
+from minippo.rollout import Rollout
+from minippo.training import TrainingConfig, policy_diagnostics, run_training, start_training
 from minippo.utils import check_finite, check_range
 
 __all__ = ["ReinforceConfig", "returns_and_advantages", "update", "train"]
@@ -40,26 +42,24 @@ __all__ = ["ReinforceConfig", "returns_and_advantages", "update", "train"]
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class ReinforceConfig(RolloutConfig):
+class ReinforceConfig(TrainingConfig):
     """REINFORCE on CartPole-v1 (sizes and learning rates tuned for CartPole; see comments)."""
 
     num_envs: int = 16  #: parallel environments B
     num_steps: int = 256  #: steps per environment per batch T (long: few cut-off episodes)
     total_steps: int = 400_000  #: environment steps in the whole run
     gamma: float = 0.99  #: discount (Spinning Up's VPG: 0.99)
-    lr: float = 3e-3  #: Adam learning rate of the policy (tuned; Spinning Up's VPG: 3e-4)
+    learning_rate: float = 3e-3  #: Adam learning rate of the policy (tuned; Spinning Up's VPG: 3e-4)
     baseline: bool = True  #: subtract a learned V(s) from the reward-to-go
-    vf_lr: float = 1e-3  #: Adam learning rate of the baseline (Spinning Up: 1e-3)
+    vf_learning_rate: float = 1e-3  #: Adam learning rate of the baseline (Spinning Up: 1e-3)
     vf_epochs: int = 5  #: passes over the batch for the baseline per update
     vf_minibatches: int = 4  #: minibatches per baseline epoch
     norm_adv: bool = True  #: whiten the weights (R - b) of the score function (Chapter 5)
-    hidden_sizes: Sequence[int] = (64, 64)  #: hidden widths of the policy (and baseline)
-    orthogonal_init: bool = True  #: orthogonal initialisation (nets.layer_init)
 
     def __post_init__(self):
-        self.check_rollout_fields()
-        check_range("lr", self.lr, 0.0, low_open=True)
-        check_range("vf_lr", self.vf_lr, 0.0, low_open=True)
+        super().__post_init__()
+        check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_range("vf_learning_rate", self.vf_learning_rate, 0.0, low_open=True)
         check_range("vf_epochs", self.vf_epochs, 0)
         check_range("vf_minibatches", self.vf_minibatches, 1, self.batch_size)
 
@@ -85,35 +85,34 @@ def returns_and_advantages(rollout: Rollout, gamma: float, baseline: bool) -> tu
 # --------------------------------------------------------------------------- update step
 def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
            config: ReinforceConfig, *, value_optimizer: torch.optim.Optimizer | None = None,
-           update_index: int = 0) -> dict[str, float]:
+           update_index: int = 1) -> dict[str, float]:
     """One policy-gradient step on the whole batch, then (with a baseline) fit V by regression.
 
-    ``optimizer`` holds the policy parameters, ``value_optimizer`` the baseline's.
+    ``optimizer`` holds the policy parameters, ``value_optimizer`` the baseline's.  Returns the
+    ``reinforce/...`` metrics (the DESIGN.md set under REINFORCE's own prefix).
     """
     ret, adv = returns_and_advantages(rollout, config.gamma, config.baseline)
     ret, adv = ret.flatten(), adv.flatten()  # (N,), (N,)
     if config.norm_adv:
         adv = whiten(adv)  # (N,)
     batch = rollout.flatten()
-    obs, actions, logp_old = batch["obs"], batch["actions"], batch["logp"]
+    obs, actions = batch["obs"], batch["actions"]
 
     logp = agent.dist(obs).log_prob(actions)  # (N,)
     pg_loss = policy_gradient_loss(logp, adv)
     check_finite(update_index, policy_loss=pg_loss)
-    optimizer.zero_grad(set_to_none=True)
-    pg_loss.backward()
-    optimizer.step()
+    optimizer_step(agent.policy_parameters(), optimizer, pg_loss, None, foreach=True)
 
     v_loss = math.nan
     if config.baseline and value_optimizer is not None:
         v_loss = fit_value(agent, value_optimizer, obs, ret, config.vf_epochs,
                            config.vf_minibatches, update_index)
 
-    metrics = policy_diagnostics(agent, obs, actions, logp_old, batch["values"], ret)
+    metrics = policy_diagnostics(agent, batch, ret, "reinforce")
     metrics.update({
-        "ppo/policy_loss": pg_loss.item(),
-        "ppo/value_loss": v_loss,
-        "ppo/mean_advantage": float(adv.mean()),
+        "reinforce/policy_loss": pg_loss.item(),
+        "reinforce/value_loss": v_loss,
+        "reinforce/mean_advantage": float(adv.mean()),
     })
     return metrics
 
@@ -127,10 +126,8 @@ def train(config: ReinforceConfig = ReinforceConfig(), env=None, *, seed: int = 
     Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
     finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
     """
-    def make_update(agent):
-        optimizer = adam(agent.policy_parameters(), config.lr)
-        value_optimizer = adam(agent.value_parameters(), config.vf_lr)
-        return lambda rollout, i: update(agent, optimizer, rollout, config,
-                                         value_optimizer=value_optimizer, update_index=i)
-
-    return run_training(config, env, seed, "REINFORCE", make_update, progress, stop_at_return)
+    run = start_training(config, env, seed)
+    optimizer = adam(run.agent.policy_parameters(), config.learning_rate)
+    value_optimizer = adam(run.agent.value_parameters(), config.vf_learning_rate)
+    step = partial(update, run.agent, optimizer, config=config, value_optimizer=value_optimizer)
+    return run_training(run, config, step, "reinforce", progress, stop_at_return)

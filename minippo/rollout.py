@@ -13,58 +13,21 @@ tensors.  The one subtle quantity is ``next_values``, the value of the state tha
 Merging the two (CleanRL's ``logical_or``, SB3 issue 633) teaches the agent that reaching the time
 limit is a disaster.  Chapter 2, value functions and GAE.
 
-The file also holds the training-loop plumbing that REINFORCE, A2C, TRPO and PPO share: the
-loop itself (:func:`run_training`: collect a rollout, update, log, stop), the diagnostics every
-update reports and the row each update appends to the history.
+The training loop that calls :func:`collect` is :mod:`minippo.training`; what ``collect`` asks
+of the agent (``sample`` and ``value``) is :class:`minippo.nets.Agent`.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, fields
-from typing import Callable
 
 import torch
 from torch import Tensor
-from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
-from minippo.envs import CartPole
 from minippo.history import History
-from minippo.nets import ActorCritic
-from minippo.objectives import clip_fraction, explained_variance, kl_k3, value_loss
-from minippo.utils import check_finite, check_range, set_seed
+from minippo.nets import Agent
 
-__all__ = ["RolloutConfig", "Rollout", "collect", "policy_diagnostics", "fit_value",
-           "start_training", "run_training", "record_update", "return_reached"]
-
-
-class RolloutConfig:
-    """What the four algorithm configs share: derived sizes and the checks of the common fields.
-
-    A mixin without fields: each ``@dataclass(frozen=True)`` config declares ``num_envs``,
-    ``num_steps``, ``total_steps``, ``gamma`` and ``hidden_sizes`` itself, with its own defaults
-    and their sources, and calls :meth:`check_rollout_fields` from ``__post_init__``.
-    """
-
-    @property
-    def batch_size(self) -> int:
-        """Samples per update, ``num_envs * num_steps``."""
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        """Updates in the run, ``total_steps // batch_size``."""
-        return self.total_steps // self.batch_size
-
-    def check_rollout_fields(self) -> None:
-        check_range("num_envs", self.num_envs, 1)
-        check_range("num_steps", self.num_steps, 1)
-        check_range("total_steps", self.total_steps, self.batch_size)
-        check_range("gamma", self.gamma, 0.0, 1.0)
-        hidden = self.hidden_sizes
-        if len(hidden) == 0 or any(not isinstance(h, int) or h < 1 for h in hidden):
-            raise ValueError(f"hidden_sizes must be a non-empty sequence of positive ints, "
-                             f"got {hidden!r}")
+__all__ = ["Rollout", "collect"]
 
 
 @dataclass
@@ -94,7 +57,7 @@ class Rollout:
 
 
 @torch.no_grad()
-def collect(env, agent, obs: Tensor, num_steps: int, history: History | None = None,
+def collect(env, agent: Agent, obs: Tensor, num_steps: int, history: History | None = None,
             global_step: int = 0, start_time: float | None = None) -> tuple[Rollout, Tensor]:
     """Run ``agent`` in ``env`` for ``num_steps`` steps from observation ``obs`` (B, O).
 
@@ -159,121 +122,3 @@ def collect(env, agent, obs: Tensor, num_steps: int, history: History | None = N
                       next_values)
     return rollout, obs
 
-
-@torch.no_grad()
-def policy_diagnostics(agent, obs: Tensor, actions: Tensor, logp_old: Tensor, values: Tensor,
-                       returns: Tensor, clip_eps: float = 0.2) -> dict[str, float]:
-    """What changed in one update, measured afterwards on the rollout's own samples.
-
-    ``ppo/kl_divergence`` is the k3 estimate of KL(pi_old || pi_new) on the rollout's states and
-    actions (actions were drawn from pi_old, as k3 requires); ``ppo/clip_fraction`` is the share
-    of samples whose ratio pi_new/pi_old left [1 - eps, 1 + eps] (for REINFORCE, A2C and TRPO a
-    diagnostic at eps = 0.2); ``ppo/explained_variance`` compares the old values with the
-    returns they were trained towards.  Inputs are flat (N, ...) tensors.
-    """
-    logp, entropy = agent.policy_terms(obs, actions)  # (N,), (N,)
-    ratio = (logp - logp_old).exp()  # (N,)
-    return {
-        "ppo/kl_divergence": float(kl_k3(logp_old, logp).mean()),
-        "ppo/clip_fraction": float(clip_fraction(ratio, clip_eps)),
-        "ppo/ratio_mean": float(ratio.mean()),
-        "ppo/ratio_std": float(ratio.std()),
-        "ppo/entropy": float(entropy.mean()),
-        "ppo/explained_variance": float(explained_variance(values, returns)),
-        "ppo/value_pred_mean": float(values.mean()),
-    }
-
-
-def fit_value(agent, optimizer: torch.optim.Optimizer, obs: Tensor, ret: Tensor, epochs: int,
-              minibatches: int, update_index: int = 0) -> float:
-    """Regress V on its targets: ``epochs`` passes of ``minibatches`` Adam steps on
-    ``0.5 (V(s) - R)^2`` (:func:`minippo.objectives.value_loss`).  TRPO and REINFORCE's baseline
-    fit their critic this way, apart from the policy step (GAE paper, Section 5; Spinning Up's
-    ``train_v_iters``).  ``obs`` (N, O), ``ret`` (N,).  Returns the mean loss (NaN if no step)."""
-    n = ret.shape[0]
-    mb = n // minibatches
-    losses = []
-    for _ in range(epochs):
-        perm = torch.randperm(n)
-        for start in range(0, mb * minibatches, mb):
-            idx = perm[start:start + mb]  # (M,)
-            loss = value_loss(agent.value(obs[idx]), ret[idx])
-            check_finite(update_index, value_loss=loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-    return sum(losses) / len(losses) if losses else math.nan
-
-
-def record_update(history: History, metrics: dict, rollout: Rollout, start_time: float,
-                  stop_at_return: float | None = None) -> bool:
-    """Append one update's row (step, time, recent episodes, reward statistics and ``metrics``)
-    and say whether training should stop: the mean of 20 consecutive finished episodes, the
-    last of them from this rollout, reached ``stop_at_return`` (``None``: never stop)."""
-    prev_step = history["global_step"][-1] if len(history) else 0
-    prev_time = history["time/elapsed"][-1] if len(history) else 0.0
-    elapsed = time.perf_counter() - start_time
-    lengths = history.episodes["length"][-20:]
-    row = {
-        "global_step": prev_step + rollout.rewards.numel(),
-        "time/elapsed": elapsed,
-        "rollout/episodic_return": history.recent_return(20),
-        "rollout/episode_length": sum(lengths) / len(lengths) if lengths else math.nan,
-        "ppo/mean_reward": float(rollout.rewards.mean()),
-        "ppo/reward_std": float(rollout.rewards.std()),
-        **metrics,
-        "time/steps_per_second": rollout.rewards.numel() / max(elapsed - prev_time, 1e-9),
-    }
-    history.log_update(row)
-    if stop_at_return is None:
-        return False
-    steps = history.episodes["global_step"]
-    new = len(steps)
-    while new > 0 and steps[new - 1] > prev_step:  # episodes that ended in this rollout
-        new -= 1
-    return return_reached(history, stop_at_return, since=new)
-
-
-def return_reached(history: History, threshold: float, since: int = 0, window: int = 20) -> bool:
-    """Whether the mean of ``window`` consecutive finished episodes, the last of them logged at
-    index ``since`` or later, reached ``threshold``: :meth:`History.solved_at`'s test, checked
-    only for the episodes of the latest rollout so that a training loop can ask every update."""
-    r = history.episodes["return"]
-    return any(sum(r[i - window + 1:i + 1]) >= threshold * window
-               for i in range(max(since, window - 1), len(r)))
-
-
-def start_training(config, env=None, seed: int = 0) -> tuple[object, Tensor, ActorCritic, History]:
-    """Seed everything, make the environment (``CartPole(config.num_envs, seed=seed)`` when
-    ``env`` is None), reset it, and build the network from ``config.hidden_sizes`` and
-    ``config.orthogonal_init``.  Returns ``(env, obs, agent, history)``."""
-    set_seed(seed)
-    if env is None:
-        env = CartPole(config.num_envs, seed=seed)
-    obs = env.reset(seed=seed)  # (B, O)
-    agent = ActorCritic.from_env(env, hidden=tuple(config.hidden_sizes),
-                                 orthogonal_init=config.orthogonal_init)
-    return env, obs, agent, History(config=config)
-
-
-def run_training(config, env, seed: int, name: str, make_update: Callable, progress: bool = True,
-                 stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
-    """The training loop of REINFORCE, A2C, TRPO and PPO: ``config.num_updates`` times, collect
-    ``config.num_steps`` steps from every environment, update, log the update's row, and stop
-    early once the mean of 20 finished episodes reaches ``stop_at_return``.
-
-    ``make_update(agent)`` builds the algorithm's optimizers for the new network and returns
-    ``update(rollout, i) -> metrics`` for update ``i`` (1-based).  ``name`` labels the progress
-    bar.  Returns ``(agent, history)``.
-    """
-    start = time.perf_counter()  # the clock includes building the env and the network
-    env, obs, agent, history = start_training(config, env, seed)
-    update = make_update(agent)
-    for i in tqdm(range(1, config.num_updates + 1), desc=name, disable=not progress):
-        rollout, obs = collect(env, agent, obs, config.num_steps, history,
-                               (i - 1) * config.batch_size, start)
-        metrics = update(rollout, i)
-        if record_update(history, metrics, rollout, start, stop_at_return):
-            break
-    return agent, history

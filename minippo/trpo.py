@@ -22,17 +22,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
-from minippo.advantages import gae, whiten
+from minippo.advantages import advantages_and_returns, whiten
 from minippo.history import History
-from minippo.nets import ActorCritic, adam
+from minippo.nets import ActorCritic
 from minippo.objectives import clipped_surrogate
-from minippo.rollout import Rollout, RolloutConfig, fit_value, policy_diagnostics, run_training
+from minippo.optim import adam, fit_value
+from minippo.rollout import Rollout
+from minippo.training import TrainingConfig, policy_diagnostics, run_training, start_training
 from minippo.utils import check_finite, check_range
 
 __all__ = [
@@ -50,7 +52,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class TRPOConfig(RolloutConfig):
+class TRPOConfig(TrainingConfig):
     """TRPO on CartPole-v1.  Paper values where the paper gives one; sizes tuned for CartPole."""
 
     num_envs: int = 16  #: parallel environments B
@@ -63,15 +65,13 @@ class TRPOConfig(RolloutConfig):
     cg_damping: float = 0.1  #: damping lambda in (F + lambda I) (modular_rl, Spinning Up: 0.1)
     backtrack_ratio: float = 0.5  #: step shrink factor per line-search try (Appendix C: 0.5)
     max_backtracks: int = 10  #: line-search tries (Spinning Up: 10)
-    vf_lr: float = 1e-3  #: Adam learning rate of the value function (Spinning Up: 1e-3)
+    vf_learning_rate: float = 1e-3  #: Adam learning rate of the value function (Spinning Up: 1e-3)
     vf_epochs: int = 5  #: passes over the batch for the value function per update
     vf_minibatches: int = 4  #: minibatches per value epoch
     norm_adv: bool = True  #: whiten advantages (Engstrom et al. 2020)
-    hidden_sizes: Sequence[int] = (64, 64)  #: hidden widths of actor and critic
-    orthogonal_init: bool = True  #: orthogonal initialisation (nets.layer_init)
 
     def __post_init__(self):
-        self.check_rollout_fields()
+        super().__post_init__()
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("max_kl", self.max_kl, 0.0, low_open=True)
         check_range("cg_iters", self.cg_iters, 1)
@@ -79,7 +79,7 @@ class TRPOConfig(RolloutConfig):
         check_range("backtrack_ratio", self.backtrack_ratio, 0.0, 1.0, low_open=True,
                     high_open=True)
         check_range("max_backtracks", self.max_backtracks, 1)
-        check_range("vf_lr", self.vf_lr, 0.0, low_open=True)
+        check_range("vf_learning_rate", self.vf_learning_rate, 0.0, low_open=True)
         check_range("vf_epochs", self.vf_epochs, 0)
         check_range("vf_minibatches", self.vf_minibatches, 1, self.batch_size)
 
@@ -228,17 +228,16 @@ def _surrogate_and_kl(policy: ActorCritic, obs: Tensor, actions: Tensor, logp_ol
 
 
 def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
-           config: TRPOConfig, *, update_index: int = 0) -> dict[str, float]:
+           config: TRPOConfig, *, update_index: int = 1) -> dict[str, float]:
     """One TRPO update: GAE, a natural-gradient policy step with line search, value fitting.
 
     ``optimizer`` updates the critic only (``agent.value_parameters()``).  Returns the
-    DESIGN.md metrics plus ``trpo/mean_kl`` (the exact mean KL the line search constrained),
-    ``trpo/backtracks`` (-1: step rejected) and ``trpo/step_size`` (beta).
+    DESIGN.md metrics under TRPO's prefix (``trpo/kl_divergence``, ...) plus ``trpo/mean_kl``
+    (the exact mean KL the line search constrained), ``trpo/backtracks`` (-1: step rejected)
+    and ``trpo/step_size`` (beta).
     """
-    adv = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-              rollout.truncated, config.gamma, config.gae_lambda)  # (T, B)
-    ret = (adv + rollout.values).flatten()  # (N,) lambda-returns, the value targets
-    adv = adv.flatten()  # (N,)
+    adv, ret = advantages_and_returns(rollout, config.gamma, config.gae_lambda)
+    adv, ret = adv.flatten(), ret.flatten()  # (N,), (N,) ret: lambda-returns, the value targets
     if config.norm_adv:
         adv = whiten(adv)  # (N,)
     batch = rollout.flatten()
@@ -267,11 +266,11 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
     v_loss = fit_value(agent, optimizer, obs, ret, config.vf_epochs, config.vf_minibatches,
                        update_index)
 
-    metrics = policy_diagnostics(agent, obs, actions, logp_old, batch["values"], ret)
+    metrics = policy_diagnostics(agent, batch, ret, "trpo")
     metrics.update({
-        "ppo/policy_loss": policy_loss,
-        "ppo/value_loss": v_loss,
-        "ppo/mean_advantage": float(adv.mean()),
+        "trpo/policy_loss": policy_loss,
+        "trpo/value_loss": v_loss,
+        "trpo/mean_advantage": float(adv.mean()),
         "trpo/mean_kl": kl_exact,
         "trpo/backtracks": float(backtracks),
         "trpo/step_size": float(beta),
@@ -287,8 +286,7 @@ def train(config: TRPOConfig = TRPOConfig(), env=None, *, seed: int = 0, progres
     Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
     finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
     """
-    def make_update(agent):
-        optimizer = adam(agent.value_parameters(), config.vf_lr)  # the critic's; the policy takes natural steps
-        return lambda rollout, i: update(agent, optimizer, rollout, config, update_index=i)
-
-    return run_training(config, env, seed, "TRPO", make_update, progress, stop_at_return)
+    run = start_training(config, env, seed)
+    optimizer = adam(run.agent.value_parameters(), config.vf_learning_rate)  # the critic's; the policy takes natural steps
+    step = partial(update, run.agent, optimizer, config=config)
+    return run_training(run, config, step, "trpo", progress, stop_at_return)

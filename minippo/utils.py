@@ -5,15 +5,20 @@ Every algorithm module uses these so that errors read the same everywhere (DESIG
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 import os
 import random
+import types
+import typing
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 __all__ = ["set_seed", "seed_offset", "shifted_seed", "generator", "rng", "check_shape",
-           "check_same_shape", "check_finite", "check_range"]
+           "check_same_shape", "check_finite", "check_range", "check_types"]
 
 #: The seed knob: ``MINIPPO_SEED_OFFSET=k`` shifts every seed of a run by ``k`` (default 0), so
 #: the whole book can be re-run on other random numbers (book/how_to_use.md).
@@ -85,7 +90,10 @@ def check_same_shape(**tensors: torch.Tensor) -> None:
 
 
 def check_range(name: str, value, low=None, high=None, *, low_open=False, high_open=False) -> None:
-    """Raise ``ValueError`` naming ``name`` and the allowed range unless ``value`` lies in it."""
+    """Raise ``ValueError`` naming ``name`` and the allowed range unless ``value`` lies in it
+    (``TypeError`` if it is not a real number at all, e.g. the string ``"0.01"``)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     bad = value is None or (isinstance(value, float) and math.isnan(value))
     if not bad and low is not None:
         bad = value <= low if low_open else value < low
@@ -99,15 +107,71 @@ def check_range(name: str, value, low=None, high=None, *, low_open=False, high_o
 
 
 def check_finite(update: int, **values) -> None:
-    """Stop training on a NaN or inf loss with the update number and a hint.
+    """Stop training on a NaN or inf with the update number and a hint.
 
-    ``check_finite(update, policy_loss=..., value_loss=...)``; values may be tensors or floats.
+    ``check_finite(update, policy_loss=..., value_loss=...)``; values may be floats or tensors
+    of any size (a rollout's rewards: the first bad entry is named).
     """
     for name, v in values.items():
-        x = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
-        if not math.isfinite(x):
-            raise FloatingPointError(
-                f"{name} is {x} at update {update}. Hints: lower the learning rate, "
-                "check rewards and observations for NaN/inf, keep gradient clipping "
-                "(max_grad_norm) on, and normalise advantages."
-            )
+        if isinstance(v, torch.Tensor) and v.numel() != 1:
+            bad = (~torch.isfinite(v.detach())).nonzero()
+            if len(bad) == 0:
+                continue
+            index = tuple(int(i) for i in bad[0])
+            what = f"{name}{list(index)} is {float(v[index])}"
+        else:
+            x = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            if math.isfinite(x):
+                continue
+            what = f"{name} is {x}"
+        raise FloatingPointError(
+            f"{what} at update {update}. Hints: lower the learning rate, "
+            "check rewards and observations for NaN/inf, keep gradient clipping "
+            "(max_grad_norm) on, and normalise advantages."
+        )
+
+
+def _type_problem(value, kind) -> str | None:
+    """What is wrong with ``value`` for the annotation ``kind`` (None: nothing)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(value, k) for k in args]
+        if all(problems):
+            return " or ".join(p for p in problems)
+        return None
+    if kind is type(None):
+        return None if value is None else "None"
+    if kind is bool:
+        return None if isinstance(value, bool) else "a bool (True or False)"
+    if kind is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an int"
+    if kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return None if ok else "a number"
+    if kind is str:
+        return None if isinstance(value, str) else "a string"
+    if origin in (Sequence, tuple, list) or kind in (tuple, list):
+        item = args[0] if args else None
+        if not isinstance(value, (tuple, list)) or (
+                item is not None and any(_type_problem(v, item) for v in value)):
+            return f"a tuple of {item.__name__}s" if item is not None else "a tuple"
+        return None
+    if isinstance(kind, type):
+        return None if isinstance(value, kind) else f"a {kind.__name__}"
+    return None  # an annotation this check does not know (Callable, ...): not checked
+
+
+def check_types(config) -> None:
+    """Raise ``TypeError`` naming the field and the expected type for every field of the
+    dataclass ``config`` whose value does not match its annotation: ``PPOConfig(lr="0.01")``,
+    ``PPOConfig(update_epochs=2.5)``.  ``int`` fields refuse floats and bools, ``float`` fields
+    take ints, ``X | None`` takes None.  Configs call it first in ``__post_init__``, before the
+    range checks (which then only see numbers)."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        expected = _type_problem(value, hints[field.name])
+        if expected:
+            raise TypeError(f"{field.name} must be {expected}, got {value!r} "
+                            f"({type(value).__name__})")
+

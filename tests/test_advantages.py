@@ -284,3 +284,58 @@ def test_gae_runs_without_autograd_side_effects_on_inputs():
     gae(r, v, nv, term, trunc, 0.99, 0.95)
     for a, b in zip(copies, (r, v, nv, term, trunc)):
         assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- bad input
+def _gae_inputs(T=4, B=2):
+    g = torch.Generator().manual_seed(0)
+    return dict(rewards=torch.randn(T, B, generator=g), values=torch.randn(T, B, generator=g),
+                next_values=torch.randn(T, B, generator=g),
+                terminated=torch.zeros(T, B, dtype=torch.bool),
+                truncated=torch.zeros(T, B, dtype=torch.bool), gamma=0.99, gae_lambda=0.95)
+
+
+@pytest.mark.parametrize("name", ["rewards", "values", "next_values"])
+def test_gae_refuses_nan_and_inf_naming_the_argument(name):
+    for bad in (float("nan"), float("inf")):
+        kw = _gae_inputs()
+        kw[name] = kw[name].clone()
+        kw[name][2, 1] = bad
+        with pytest.raises(ValueError, match=rf"{name} must be finite, got {bad} at index \[2, 1\]"):
+            gae(**kw)
+
+
+def test_gae_refuses_fractional_episode_flags():
+    kw = _gae_inputs()
+    kw["terminated"] = torch.zeros(4, 2)
+    kw["terminated"][1, 0] = 0.5
+    with pytest.raises(ValueError, match=r"terminated must hold booleans \(or 0 and 1\), got 0.5"):
+        gae(**kw)
+    kw["terminated"][1, 0] = 1.0  # 0/1 numbers are flags
+    expected = gae(**{**kw, "terminated": kw["terminated"].bool()})
+    torch.testing.assert_close(gae(**kw), expected)
+
+
+def test_gae_with_no_time_steps_says_so():
+    kw = _gae_inputs(T=0)
+    with pytest.raises(ValueError, match=r"rewards must have at least one time step along "
+                                         r"dimension 0, got shape \(0, 2\)"):
+        gae(**kw)
+
+
+def test_gae_accepts_numpy_arrays_and_refuses_other_types():
+    kw = _gae_inputs()
+    as_numpy = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    torch.testing.assert_close(gae(**as_numpy), gae(**kw))
+    with pytest.raises(TypeError, match="rewards must be a tensor .* got str"):
+        gae(**{**kw, "rewards": "1, 2, 3"})
+
+
+def test_whiten_refuses_nan_and_non_tensors():
+    x = torch.tensor([1.0, float("nan"), 3.0])
+    with pytest.raises(ValueError, match="x must be finite, got nan"):
+        whiten(x)
+    mask = torch.tensor([True, False, True])
+    torch.testing.assert_close(whiten(x, mask)[mask], whiten(torch.tensor([1.0, 3.0])))
+    with pytest.raises(TypeError, match="x must be a tensor, got list"):
+        whiten([1.0, 2.0])

@@ -17,12 +17,12 @@ ALGOS = {
     "trpo": (trpo, trpo.TRPOConfig),
     "ppo": (ppo, ppo.PPOConfig),
 }
-SHARED_METRICS = [
-    "global_step", "time/elapsed", "rollout/episodic_return", "rollout/episode_length",
-    "ppo/policy_loss", "ppo/value_loss", "ppo/entropy", "ppo/kl_divergence", "ppo/clip_fraction",
-    "ppo/ratio_mean", "ppo/ratio_std", "ppo/explained_variance", "ppo/value_pred_mean",
-    "ppo/mean_advantage", "ppo/mean_reward", "ppo/reward_std", "time/steps_per_second",
-]
+UNPREFIXED = ["global_step", "time/elapsed", "rollout/episodic_return", "rollout/episode_length",
+              "time/steps_per_second"]
+#: DESIGN.md's metrics; each algorithm logs them under its own name (ppo/..., trpo/..., ...)
+SHARED_METRICS = ["policy_loss", "value_loss", "entropy", "kl_divergence", "clip_fraction",
+                  "ratio_mean", "ratio_std", "explained_variance", "value_pred_mean",
+                  "mean_advantage", "mean_reward", "reward_std"]
 
 
 def short(config_cls, updates=3, **kw):
@@ -60,7 +60,7 @@ def test_same_seed_same_history(name):
         a, b = runs[0].updates[key], runs[1].updates[key]
         assert all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b)), key
     assert runs[0].episodes["return"] == runs[1].episodes["return"]
-    assert runs[0].updates["ppo/policy_loss"] != other.updates["ppo/policy_loss"]
+    assert runs[0].updates[f"{name}/policy_loss"] != other.updates[f"{name}/policy_loss"]
 
 
 @pytest.mark.parametrize("name", list(ALGOS))
@@ -70,13 +70,15 @@ def test_reports_shared_metrics(name):
     _, history = module.train(config, seed=0, progress=False)
     assert len(history) == 2
     assert history["global_step"] == [config.batch_size, 2 * config.batch_size]
-    for key in SHARED_METRICS:
+    for key in UNPREFIXED + [f"{name}/{metric}" for metric in SHARED_METRICS]:
         assert key in history.updates, key
-        if key not in ("rollout/episodic_return", "rollout/episode_length", "ppo/value_loss",
-                       "ppo/explained_variance"):
+        if key not in ("rollout/episodic_return", "rollout/episode_length",
+                       f"{name}/value_loss", f"{name}/explained_variance"):
             assert all(math.isfinite(v) for v in history[key]), key
-    assert all(v >= 0 for v in history["ppo/kl_divergence"])
-    assert all(0 <= v <= 1 for v in history["ppo/clip_fraction"])
+    assert all(v >= 0 for v in history[f"{name}/kl_divergence"])
+    assert all(0 <= v <= 1 for v in history[f"{name}/clip_fraction"])
+    # an honest prefix: only PPO logs under ppo/
+    assert name == "ppo" or not any(key.startswith("ppo/") for key in history.updates)
     assert history.config == config
     assert len(history.episodes["return"]) > 0  # 4 envs x 64 random steps end some episodes
 
@@ -111,7 +113,8 @@ def test_config_validation_names_field(name):
 @pytest.mark.parametrize("switch", [
     dict(clip_eps=None), dict(clip_eps=float("inf")), dict(clip_value=True),
     dict(max_grad_norm=None), dict(norm_adv=False), dict(ent_coef=0.01),
-    dict(lr_schedule="constant"), dict(lr_schedule="warmup_cosine"), dict(target_kl=None),
+    dict(learning_rate_schedule="constant"), dict(learning_rate_schedule="warmup_cosine"),
+    dict(target_kl=None),
     dict(orthogonal_init=False), dict(update_epochs=1, num_minibatches=1),
     dict(hidden_sizes=(32,)),
 ])
@@ -123,7 +126,7 @@ def test_ppo_switches_run(switch):
 
 
 def test_ppo_unclipped_reports_clip_fraction_at_default_eps():
-    config = short(ppo.PPOConfig, updates=2, clip_eps=None, lr=0.05, target_kl=None)
+    config = short(ppo.PPOConfig, updates=2, clip_eps=None, learning_rate=0.05, target_kl=None)
     _, history = ppo.train(config, seed=0, progress=False)
     assert max(history["ppo/clip_fraction"]) > 0  # big unclipped steps leave [0.8, 1.2]
 
@@ -139,12 +142,12 @@ def test_ppo_target_kl_stops_the_epochs_early():
 
 
 def test_ppo_learning_rate_follows_schedule():
-    config = short(ppo.PPOConfig, updates=4, lr=1e-3, lr_schedule="linear")
+    config = short(ppo.PPOConfig, updates=4, learning_rate=1e-3, learning_rate_schedule="linear")
     _, history = ppo.train(config, seed=0, progress=False)
     expected = [schedules.linear_anneal(i, 4, 1e-3) for i in range(4)]
     assert history["ppo/learning_rate"] == pytest.approx(expected)
-    config = short(ppo.PPOConfig, updates=4, lr=1e-3, lr_schedule="warmup_cosine",
-                   warmup_fraction=0.25)
+    config = short(ppo.PPOConfig, updates=4, learning_rate=1e-3,
+                   learning_rate_schedule="warmup_cosine", warmup_fraction=0.25)
     _, history = ppo.train(config, seed=0, progress=False)
     expected = [schedules.warmup_cosine(i, 4, 1e-3, 1) for i in range(4)]
     assert history["ppo/learning_rate"] == pytest.approx(expected)
@@ -154,13 +157,15 @@ def test_ppo_first_minibatch_has_ratio_one():
     """Before the first step the new policy is the old one: the loss equals -mean(A)."""
     config = short(ppo.PPOConfig, updates=1)
     env = CartPole(config.num_envs, seed=0)
-    from minippo.nets import ActorCritic, adam
+    from minippo.advantages import advantages_and_returns
+    from minippo.nets import ActorCritic
+    from minippo.optim import adam
     from minippo.rollout import collect
 
     torch.manual_seed(0)
     agent = ActorCritic.from_env(env)
     rollout, _ = collect(env, agent, env.reset(), config.num_steps)
-    adv, ret = ppo.advantages_and_returns(rollout, config.gamma, config.gae_lambda)
+    adv, ret = advantages_and_returns(rollout, config.gamma, config.gae_lambda)
     b = rollout.flatten()
     loss, parts = ppo.ppo_loss(agent, b["obs"], b["actions"], b["logp"], adv.flatten(),
                                ret.flatten(), b["values"],
@@ -171,13 +176,13 @@ def test_ppo_first_minibatch_has_ratio_one():
 
 @pytest.mark.parametrize("field, value, match", [
     ("clip_eps", 1.5, "clip_eps must be in"),
-    ("lr_schedule", "cosine", "lr_schedule must be one of"),
+    ("learning_rate_schedule", "cosine", "learning_rate_schedule must be one of"),
     ("num_minibatches", 0, "num_minibatches must be in"),
     ("update_epochs", 0, "update_epochs must be in"),
     ("max_grad_norm", 0.0, "max_grad_norm must be in"),
     ("target_kl", -0.1, "target_kl must be in"),
     ("ent_coef", -1.0, "ent_coef must be in"),
-    ("lr", 0.0, "lr must be in"),
+    ("learning_rate", 0.0, "learning_rate must be in"),
     ("hidden_sizes", (), "hidden_sizes"),
 ])
 def test_ppo_config_validation(field, value, match):
@@ -206,3 +211,102 @@ def test_ppo_on_continuous_pendulum_shapes():
     assert rollout.logp.shape == rollout.values.shape == (8, 4)
     assert next_obs.shape == (4, 3)
     env.close()
+
+
+# --------------------------------------------------------------------------- tests that catch a broken PPO
+def _rollout_and_agent(config, seed=0):
+    from minippo.nets import ActorCritic
+    from minippo.rollout import collect
+
+    env = CartPole(config.num_envs, seed=seed)
+    torch.manual_seed(seed)
+    agent = ActorCritic.from_env(env)
+    rollout, _ = collect(env, agent, env.reset(seed=seed), config.num_steps)
+    return agent, rollout
+
+
+def test_ppo_whitens_the_minibatch_advantages():
+    """norm_adv=True is the loss of the whitened advantages, and not the loss of the raw ones
+    (a batch whose advantages have mean 5 and spread 3)."""
+    config = short(ppo.PPOConfig, updates=1)
+    agent, rollout = _rollout_and_agent(config)
+    b = rollout.flatten()
+    adv = 5.0 + 3.0 * torch.randn(b["logp"].shape, generator=torch.Generator().manual_seed(1))
+    args = (agent, b["obs"], b["actions"], b["logp"].detach() - 0.05, adv, b["values"] + 1.0,
+            b["values"])
+
+    def loss_and_grad(advantages, norm_adv):
+        agent.zero_grad()
+        loss, _ = ppo.ppo_loss(*args[:4], advantages, *args[5:],
+                               dataclasses.replace(config, norm_adv=norm_adv))
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in agent.actor.parameters()])
+
+    from minippo.advantages import whiten
+
+    whitened, grad_whitened = loss_and_grad(adv, True)
+    expected, grad_expected = loss_and_grad(whiten(adv), False)
+    raw, grad_raw = loss_and_grad(adv, False)
+    torch.testing.assert_close(whitened, expected)
+    torch.testing.assert_close(grad_whitened, grad_expected)
+    assert not torch.allclose(grad_whitened, grad_raw, rtol=0.1, atol=0)
+
+
+def _kl_after_epochs(config, epochs):
+    """The k3 KL(old || new) on the whole batch after ``epochs`` full-batch PPO steps: with one
+    minibatch, the KL that update() measures before its step number ``epochs + 1``."""
+    from minippo.objectives import kl_k3
+    from minippo.optim import adam
+
+    agent, rollout = _rollout_and_agent(config)
+    optimizer = adam(agent.parameters(), config.learning_rate, config.adam_eps)
+    metrics = ppo.update(agent, optimizer, rollout, dataclasses.replace(
+        config, update_epochs=epochs, target_kl=None))
+    assert metrics["ppo/num_gradient_steps"] == epochs
+    b = rollout.flatten()
+    with torch.no_grad():
+        logp, _ = agent.policy_terms(b["obs"], b["actions"])
+    return float(kl_k3(b["logp"], logp).mean())
+
+
+def test_ppo_target_kl_threshold_is_one_and_a_half_times_target():
+    """The docstring's rule: stop before a step whose pre-step KL exceeds 1.5 x target_kl.
+    With one minibatch per epoch the KL before step 2 is the KL after step 1: a target just
+    above KL/1.5 lets step 2 (and not step 3) run, a target just below stops after step 1."""
+    from minippo.objectives import TARGET_KL_FACTOR
+    from minippo.optim import adam
+
+    assert TARGET_KL_FACTOR == 1.5
+    config = short(ppo.PPOConfig, updates=1, update_epochs=4, num_minibatches=1,
+                   learning_rate_schedule="constant")
+    kl1, kl2 = _kl_after_epochs(config, 1), _kl_after_epochs(config, 2)
+    assert kl2 > 1.05 * kl1 > 0  # the KL grows from step to step: the margins below mean something
+    for target, steps in [(kl1 / 1.5 * 1.02, 2), (kl1 / 1.5 * 0.98, 1)]:
+        agent, rollout = _rollout_and_agent(config)
+        optimizer = adam(agent.parameters(), config.learning_rate, config.adam_eps)
+        metrics = ppo.update(agent, optimizer, rollout, dataclasses.replace(config, target_kl=target))
+        assert metrics["ppo/num_gradient_steps"] == steps, (target, kl1, kl2)
+        assert metrics["ppo/early_stopped"] == 1.0
+
+
+@pytest.mark.parametrize("field, value, error, match", [
+    ("update_epochs", 2.5, TypeError, r"update_epochs must be an int, got 2.5 \(float\)"),
+    ("learning_rate", "0.01", TypeError, r"learning_rate must be a number, got '0.01' \(str\)"),
+    ("norm_adv", "yes", TypeError, "norm_adv must be a bool"),
+    ("target_kl", "0.01", TypeError, "target_kl must be a number or None"),
+    ("num_envs", True, TypeError, "num_envs must be an int"),
+    ("hidden_sizes", 64, TypeError, "hidden_sizes must be a tuple of ints"),
+    ("learning_rate_schedule", 1, TypeError, "learning_rate_schedule must be a string"),
+])
+def test_config_types_are_checked(field, value, error, match):
+    with pytest.raises(error, match=match):
+        ppo.PPOConfig(**{field: value})
+
+
+@pytest.mark.parametrize("name", list(ALGOS))
+def test_every_config_checks_types(name):
+    _, config_cls = ALGOS[name]
+    with pytest.raises(TypeError, match="num_steps must be an int"):
+        config_cls(num_steps=32.0)
+    with pytest.raises(TypeError, match="gamma must be a number"):
+        config_cls(gamma="0.99")

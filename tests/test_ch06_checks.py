@@ -6,8 +6,25 @@ import minippo as mp
 import minippo.lm  # noqa: F401  (mp.lm)
 
 
-def test_check_kl_penalized_rewards_accepts_the_reference():
-    assert mp.checks.check_kl_penalized_rewards(mp.lm.rlhf.kl_penalized_rewards)
+def student_kl_penalized_rewards(score, logp, logp_ref, mask, kl_coef):
+    kl = (logp - logp_ref) * mask
+    rewards = -kl_coef * kl
+    last = mask.sum(dim=1) - 1  # (B,) the EOS, or the last token of a truncated row
+    rewards[torch.arange(len(score)), last] += score
+    return rewards, kl
+
+
+def test_check_kl_penalized_rewards_accepts_a_student_solution():
+    assert mp.checks.check_kl_penalized_rewards(student_kl_penalized_rewards)
+
+
+def test_check_kl_penalized_rewards_catches_the_wrong_sign():
+    def bonus(score, logp, logp_ref, mask, kl_coef):
+        rewards, kl = student_kl_penalized_rewards(score, logp, logp_ref, mask, -kl_coef)
+        return rewards, kl  # the KL rewarded, not penalised
+
+    with pytest.raises(AssertionError, match="rewards"):
+        mp.checks.check_kl_penalized_rewards(bonus)
 
 
 def test_check_kl_penalized_rewards_catches_the_score_at_the_last_column():

@@ -213,3 +213,41 @@ def test_masked_mean_ignores_inf_outside_the_mask():
     mask = torch.tensor([[True, True, False], [True, False, True]])
     assert masked_mean(x, mask).item() == (1.0 + 3.0 + 2.0 + 5.0) / 4
     assert torch.equal(masked_mean(x, mask, dim=1), torch.tensor([2.0, 3.5]))
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("loss", ["clipped_surrogate", "kl_penalty_surrogate", "policy_gradient_loss"])
+def test_policy_losses_refuse_an_empty_batch(loss):
+    import minippo.objectives as obj
+
+    empty = torch.zeros(0)
+    args = {"clipped_surrogate": (empty, empty, empty, 0.2),
+            "kl_penalty_surrogate": (empty, empty, empty, 1.0),
+            "policy_gradient_loss": (empty, empty)}[loss]
+    with pytest.raises(ValueError, match=r"logp is empty \(shape \(0,\)\): a loss needs at least one"):
+        getattr(obj, loss)(*args)
+
+
+def test_losses_refuse_a_mask_that_selects_nothing():
+    x = torch.randn(2, 3)
+    nothing = torch.zeros(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="mask selects no entries"):
+        clipped_surrogate(x, x, x, 0.2, mask=nothing)
+    with pytest.raises(ValueError, match="mask selects no entries"):
+        value_loss(x, x, mask=nothing)
+
+
+def test_update_diagnostics_on_tokens_matches_flat_samples():
+    """Masked (B, L) tokens give the same numbers as the flat valid samples."""
+    from minippo.objectives import update_diagnostics
+
+    g = torch.Generator().manual_seed(0)
+    logp_old, logp, ent, v, ret = (torch.randn(3, 5, generator=g) for _ in range(5))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    tokens = update_diagnostics(logp_old, logp, ent, v, ret, 0.2, mask=mask)
+    flat = update_diagnostics(logp_old[mask], logp[mask], ent[mask], v[mask], ret[mask], 0.2)
+    assert tokens.keys() == flat.keys() == {"kl_divergence", "clip_fraction", "ratio_mean",
+                                            "ratio_std", "entropy", "explained_variance",
+                                            "value_pred_mean"}
+    for name in tokens:
+        assert tokens[name] == pytest.approx(flat[name], rel=1e-6), name

@@ -25,6 +25,7 @@ def fake_history(seed=0, n=12):
             "rollout/episodic_return": h.recent_return(),
             "ppo/policy_loss": -0.01 * i, "ppo/value_loss": 10.0 / (i + 1),
             "ppo/kl_divergence": 0.001 * (i % 4), "ppo/clip_fraction": 0.05 + 0.01 * seed,
+            "ppo/entropy": 0.69 - 0.01 * i, "ppo/explained_variance": 0.1 * i - 0.3,
         })
     return h
 
@@ -39,11 +40,14 @@ def test_dashboard_panels_titles_and_labels():
     fig = dashboard(fake_history(), target_kl=0.015, title="PPO on CartPole")
     axes = fig.axes
     titles = [ax.get_title() for ax in axes]
-    assert titles == ["Episodic return", "Policy loss", "Value loss", "KL divergence per update",
-                      "Clip fraction (ε = 0.2)", "Return std (last 20 episodes)"]
+    assert titles == ["Episodic return", "Return std (last 20 episodes)", "Policy loss", "Value loss",
+                      "KL divergence per update", "Clip fraction (ε = 0.2)", "Policy entropy",
+                      "Explained variance of the returns"]
     assert all(ax.get_xlabel() == "environment steps" for ax in axes)
     assert all(ax.get_ylabel() for ax in axes)
-    kl = axes[3]
+    assert list(axes[6].lines[0].get_ydata()) == pytest.approx([0.69 - 0.01 * i for i in range(12)])
+    assert list(axes[7].lines[0].get_ydata()) == pytest.approx([0.1 * i - 0.3 for i in range(12)])
+    kl = axes[4]
     assert len(kl.lines) == 2  # the KL curve and the dashed target line
     assert kl.lines[1].get_ydata()[0] == pytest.approx(0.015)
     assert list(kl.lines[0].get_ydata()) == pytest.approx([0.001 * (i % 4) for i in range(12)])
@@ -57,7 +61,7 @@ def test_dashboard_return_line_has_one_point_per_update():
         h.log_episodes(100 * (i + 1), 0.0, [float(4 * i + j) for j in range(4)], [5] * 4)
         h.log_update({"global_step": 100 * (i + 1), "time/elapsed": 0.0})
     fig = dashboard(h, window=6)
-    line, std = fig.axes[0].lines[0], fig.axes[5].lines[0]
+    line, std = fig.axes[0].lines[0], fig.axes[1].lines[0]
     assert list(line.get_xdata()) == [100, 200, 300]
     # after each update: the mean of the last 6 returns of 0, 1, ..., 11
     assert list(line.get_ydata()) == pytest.approx([1.5, 4.5, 8.5])
@@ -72,9 +76,18 @@ def test_dashboard_reads_target_from_config_and_handles_missing_metrics():
     h = History(config=Cfg())
     h.log_update({"global_step": 100, "time/elapsed": 0.0, "ppo/kl_divergence": 0.002})
     fig = dashboard(h)
-    kl = fig.axes[3]
+    kl = fig.axes[4]
     assert kl.lines[1].get_ydata()[0] == pytest.approx(0.01)
-    assert math.isnan(fig.axes[1].lines[0].get_ydata()[0])  # no policy loss logged: NaN, no crash
+    assert math.isnan(fig.axes[2].lines[0].get_ydata()[0])  # no policy loss logged: NaN, no crash
+
+
+def test_dashboard_reads_each_algorithms_own_metrics():
+    h = History()
+    h.log_update({"global_step": 100, "time/elapsed": 0.0, "trpo/kl_divergence": 0.004,
+                  "trpo/entropy": 0.6})
+    fig = dashboard(h)
+    assert list(fig.axes[4].lines[0].get_ydata()) == [0.004]
+    assert list(fig.axes[6].lines[0].get_ydata()) == [0.6]
 
 
 def test_plot_seeds_one_line_and_band_per_run():

@@ -131,29 +131,44 @@ def test_bad_num_steps():
 
 def test_run_training_loop_order_logging_and_early_stop():
     from minippo.a2c import A2CConfig
-    from minippo.rollout import run_training
+    from minippo.training import run_training, start_training
 
     config = A2CConfig(num_envs=4, num_steps=8, total_steps=4 * 8 * 20)  # 20 updates of 32 steps
-    built, calls = [], []
+    calls = []
 
-    def make_update(agent):
-        built.append(agent)
+    def update(rollout, update_index):
+        calls.append((update_index, rollout.rewards.shape))
+        return {"a2c/policy_loss": float(update_index)}
 
-        def update(rollout, i):
-            calls.append((i, rollout.rewards.shape))
-            return {"ppo/policy_loss": float(i)}
-
-        return update
-
-    agent, history = run_training(config, None, 0, "test", make_update, progress=False)
-    assert built == [agent]  # optimizers are built once, for the network that is returned
+    run = start_training(config, None, 0)
+    agent, history = run_training(run, config, update, "a2c", progress=False)
+    assert agent is run.agent and history is run.history
     assert calls == [(i, (8, 4)) for i in range(1, 21)]
     assert history["global_step"] == [32 * i for i in range(1, 21)]
-    assert history["ppo/policy_loss"] == [float(i) for i in range(1, 21)]
+    assert history["a2c/policy_loss"] == [float(i) for i in range(1, 21)]
+    assert "a2c/mean_reward" in history.updates and "ppo/mean_reward" not in history.updates
     assert history.config is config
     # a bar every random policy clears (returns are >= 1): stops after the first update with 20 episodes
-    _, stopped = run_training(config, None, 0, "test", make_update, progress=False, stop_at_return=1.0)
+    _, stopped = run_training(start_training(config, None, 0), config, update, "a2c",
+                              progress=False, stop_at_return=1.0)
     n = len(stopped)
     finished_before = sum(step <= 32 * (n - 1) for step in history.episodes["global_step"])
     assert n < 20 and finished_before < 20 <= len(stopped.episodes["return"])  # the first update it could
     assert history.episodes["return"][:20] == stopped.episodes["return"][:20]  # same seed, same episodes
+
+
+def test_training_config_declares_and_checks_the_shared_fields():
+    import dataclasses
+
+    from minippo.training import TrainingConfig
+
+    config = TrainingConfig(num_envs=4, num_steps=8, total_steps=100)
+    assert (config.batch_size, config.iterations) == (32, 3)
+    names = [f.name for f in dataclasses.fields(TrainingConfig)]
+    assert names == ["num_envs", "num_steps", "total_steps", "gamma", "hidden_sizes", "orthogonal_init"]
+    with pytest.raises(TypeError, match=r"num_envs must be an int, got 2.5 \(float\)"):
+        TrainingConfig(num_envs=2.5)
+    with pytest.raises(TypeError, match="orthogonal_init must be a bool"):
+        TrainingConfig(orthogonal_init=1)
+    with pytest.raises(TypeError, match="hidden_sizes must be a tuple of ints"):
+        TrainingConfig(hidden_sizes=(64, 64.0))
