@@ -58,6 +58,24 @@ class History:
     def __getitem__(self, name: str) -> list:
         return self.updates[name]
 
+    @property
+    def algorithm(self) -> str | None:
+        """The name this run's trainer logs its update metrics under (``ppo``, ``trpo``, ``a2c``,
+        ``reinforce``, ``grpo``, ``rloo``): the group of its ``<algorithm>/policy_loss`` column,
+        or None if it has none."""
+        for name in self.updates:
+            group, _, metric = name.partition("/")
+            if metric == "policy_loss":
+                return group
+        return None
+
+    def metric(self, name: str) -> list:
+        """The column ``<algorithm>/<name>`` of this run, whichever algorithm it is: compare
+        ``kl_divergence`` across REINFORCE, TRPO and PPO runs with ``h.metric("kl_divergence")``."""
+        if self.algorithm is None:
+            raise KeyError(f"{name!r}: this history has no <algorithm>/policy_loss column")
+        return self.updates[f"{self.algorithm}/{name}"]
+
     def recent_return(self, window: int = EPISODE_WINDOW) -> float:
         """Mean return of the last ``window`` finished episodes (NaN before the first)."""
         r = self.episodes["return"][-window:]

@@ -18,9 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from minippo.objectives import value_loss
-from minippo.utils import check_finite
+from minippo.schedules import warmup_cosine
+from minippo.utils import check_finite, check_range
 
-__all__ = ["adam", "adamw", "set_learning_rate", "optimizer_step", "fit_value"]
+__all__ = ["adam", "adamw", "check_optimizer_fields", "warmup_cosine_learning_rate",
+           "set_learning_rate", "optimizer_step", "fit_value"]
 
 
 def adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
@@ -54,6 +56,35 @@ def adamw(modules: Iterable[nn.Module], lr: float, weight_decay: float,
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, eps=eps)
+
+
+def check_optimizer_fields(config) -> None:
+    """Check the fields the six language-model trainers share (SFT, reward model, RLHF-PPO, GRPO,
+    RLOO, DPO): ``iterations`` >= 1, ``learning_rate`` > 0, ``warmup_iterations`` an int in
+    ``[0, iterations)``, ``min_learning_rate`` in ``[0, learning_rate]``, and, where the config
+    has them, ``max_grad_norm`` > 0 (``None``: no clipping), ``weight_decay`` >= 0 and
+    ``adam_eps`` > 0."""
+    check_range("iterations", config.iterations, 1)
+    check_range("learning_rate", config.learning_rate, 0.0, low_open=True)
+    if not 0 <= config.warmup_iterations < config.iterations:
+        raise ValueError(f"warmup_iterations must be an int in [0, {config.iterations}), "
+                         f"got {config.warmup_iterations!r}")
+    check_range("min_learning_rate", config.min_learning_rate, 0.0, config.learning_rate)
+    if getattr(config, "max_grad_norm", None) is not None:
+        check_range("max_grad_norm", config.max_grad_norm, 0.0, low_open=True)
+    if hasattr(config, "weight_decay"):
+        check_range("weight_decay", config.weight_decay, 0.0)
+    if hasattr(config, "adam_eps"):
+        check_range("adam_eps", config.adam_eps, 0.0, low_open=True)
+
+
+def warmup_cosine_learning_rate(config, iteration: int) -> float:
+    """The learning rate of ``iteration`` (0-based) under the language-model trainers' schedule:
+    linear warm-up over ``config.warmup_iterations`` to ``config.learning_rate``, then cosine
+    decay to ``config.min_learning_rate`` at ``config.iterations``
+    (:func:`minippo.schedules.warmup_cosine`)."""
+    return warmup_cosine(iteration, config.iterations, config.learning_rate,
+                         config.warmup_iterations, config.min_learning_rate)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

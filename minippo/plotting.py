@@ -16,7 +16,7 @@ from minippo.history import EPISODE_WINDOW, History
 from minippo.objectives import DIAGNOSTIC_CLIP_EPS
 from minippo.utils import check_range
 
-__all__ = ["dashboard", "metric_prefix", "plot_seeds", "heatmap"]
+__all__ = ["dashboard", "plot_seeds", "heatmap"]
 
 STEP_LABEL = "environment steps"
 
@@ -28,17 +28,6 @@ def _column(history: History, name: str) -> np.ndarray:
 def _rolling(x: np.ndarray, window: int, fn) -> np.ndarray:
     """``fn`` over the last ``window`` entries at every position (fewer at the start)."""
     return np.array([fn(x[max(0, i - window + 1):i + 1]) for i in range(len(x))])
-
-
-def metric_prefix(history: History) -> str:
-    """The algorithm whose update metrics ``history`` holds: the group of its
-    ``<prefix>/kl_divergence`` column (``ppo``, ``trpo``, ``a2c``, ``reinforce``, ``grpo``), or
-    ``ppo`` when it has none."""
-    for name in history.updates:
-        group, _, metric = name.partition("/")
-        if metric == "kl_divergence":
-            return group
-    return "ppo"
 
 
 def dashboard(history: History, target_kl: float | None = None, title: str | None = None,
@@ -60,13 +49,13 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
     * ``<prefix>/explained_variance`` of the returns by the critic: 1 perfect, 0 no better than
       the mean, below 0 worse.
 
-    ``<prefix>`` is the algorithm's (:func:`metric_prefix`): the same picture for REINFORCE,
-    A2C, TRPO, PPO and RLHF.  Every x axis is environment steps.  Returns the matplotlib Figure.
+    ``<prefix>`` is the run's :attr:`History.algorithm` (``ppo`` if it logged no update yet):
+    the same picture for REINFORCE, A2C, TRPO, PPO, RLHF and GRPO.  Every x axis is environment steps.  Returns the matplotlib Figure.
     """
     if target_kl is None and history.config is not None:
         config = history.config
         target_kl = getattr(config, "target_kl", None) or getattr(config, "max_kl", None)
-    prefix = metric_prefix(history)
+    prefix = history.algorithm or "ppo"
     fig, axes = plt.subplots(2, 4, figsize=(19, 7.5), constrained_layout=True)
     ax_ret, ax_std, ax_pl, ax_vl, ax_kl, ax_cf, ax_ent, ax_ev = axes.flat
     x = _column(history, "global_step")
@@ -121,6 +110,8 @@ def plot_seeds(runs: dict[str, list[History]], metric: str = "rollout/episodic_r
                x: str = "global_step", ax=None, errorbar="sd", grid_points: int = 100):
     """Mean over seeds with a band (seaborn ``lineplot``; ``errorbar="sd"``: ± one standard
     deviation), one line per label of ``runs`` (label -> list of histories, one per seed).
+    A ``metric`` without a group (``"kl_divergence"``) is each run's own algorithm's
+    (:meth:`History.metric`), so REINFORCE, TRPO and PPO share one panel.
 
     Runs of one config log the same ``global_step`` values, so seeds are aligned on them. Where
     the seeds of a run do not share their ``x`` values (``x="time/elapsed"``), each seed is
@@ -133,7 +124,8 @@ def plot_seeds(runs: dict[str, list[History]], metric: str = "rollout/episodic_r
     check_range("grid_points", grid_points, 2)
     rows = []
     for label, histories in runs.items():
-        frames = [pd.DataFrame({x: h.updates[x], "value": h.updates[metric]}).dropna().sort_values(x)
+        frames = [pd.DataFrame({x: h.updates[x], "value": h[metric] if "/" in metric
+                                else h.metric(metric)}).dropna().sort_values(x)
                   for h in histories]
         if any(not np.array_equal(f[x].to_numpy(), frames[0][x].to_numpy()) for f in frames):
             lo, hi = max(f[x].min() for f in frames), min(f[x].max() for f in frames)

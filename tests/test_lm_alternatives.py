@@ -13,6 +13,7 @@ from minippo.lm.alternatives import (
     group_advantages,
     grpo_loss,
     leave_one_out_advantages,
+    preference_logprobs,
     prompt_response_batch,
     sequence_logprobs,
     train_dpo,
@@ -95,11 +96,13 @@ def test_dpo_loss_at_initialisation_is_log_2(policy):
     assert abs(loss.item() - math.log(2)) < 1e-6 and torch.all(r_w == 0)
     # the sequence log-prob is the sum of the response's token log-probs, EOS included
     assert rmask.sum(1).tolist() == [17, 17, 17, 11]
+    chosen, rejected = preference_logprobs(policy, TOK, pairs)  # DPO's, public
+    torch.testing.assert_close(torch.cat([chosen, rejected]), lp)
 
 
 def test_dpo_training_raises_the_margin(policy):
     pairs = [PreferencePair(f"def add{k}(x):\n", f"    return x + {k}", f"    return x - {k}") for k in range(1, 10)]
-    _, h = train_dpo(copy.deepcopy(policy), pairs, DPOConfig(steps=8, batch_size=8, warmup_steps=1), progress=False)
+    _, h = train_dpo(copy.deepcopy(policy), pairs, DPOConfig(iterations=8, batch_size=8, warmup_iterations=1), progress=False)
     assert abs(h["dpo/loss"][0] - math.log(2)) < 1e-5
     assert h["dpo/margin"][-1] > 0 and h["dpo/loss"][-1] < math.log(2)
 
@@ -115,8 +118,12 @@ def test_grpo_and_rloo_run_and_log_the_shared_metrics(policy):
                                                warmup_iterations=0))):
         runs = [train(copy.deepcopy(policy), prompts, length_reward, cfg, seed=1, progress=False)[1] for _ in range(2)]
         h = runs[0]
-        for name in ("rlhf/score", "rlhf/kl_to_ref", "gen/mean_length", "ppo/policy_loss", "rlhf/logprob_mismatch"):
+        own = "grpo" if train is train_grpo else "rloo"  # each logs its update under its own name
+        for name in ("rlhf/score", "rlhf/kl_to_ref", "gen/mean_length", "gen/min_length", "gen/max_length",
+                     "gen/truncation_rate", f"{own}/policy_loss", f"{own}/grad_norm", f"{own}/learning_rate",
+                     "rlhf/logprob_mismatch"):
             assert len(h[name]) == 2, name
+        assert not any(name.startswith("ppo/") for name in h.updates)
         assert h["rlhf/logprob_mismatch"][0] < 1e-4
         assert h["rlhf/score"] == runs[1]["rlhf/score"]  # same seed, same numbers
 
@@ -127,3 +134,11 @@ def test_configs_validate():
     with pytest.raises(ValueError, match="beta"):
         DPOConfig(beta=0.0)
     assert GRPOConfig(prompts_per_batch=8, group_size=4).batch_size == 32
+    with pytest.raises(TypeError, match="group_size must be an int"):
+        GRPOConfig(group_size=4.0)
+    with pytest.raises(TypeError, match="learning_rate must be a number"):
+        RLOOConfig(learning_rate="3e-4")
+    with pytest.raises(ValueError, match="adam_eps must be in"):
+        DPOConfig(adam_eps=0.0)
+    with pytest.raises(ValueError, match="warmup_iterations must be an int in"):
+        DPOConfig(iterations=5, warmup_iterations=5)

@@ -58,3 +58,17 @@ def test_memory_probes_see_a_known_tensor():
     x = torch.randn(1000, requires_grad=True)
     assert saved_activation_bytes(lambda: (x * x).sum()) == 4000  # x saved (once) for d(x*x)/dx
     assert peak_memory_bytes(lambda: torch.ones(250_000).sum()) >= 1_000_000
+
+
+def test_peak_memory_writes_nothing_to_stderr():
+    """The profiler's C++ start/stop lines go to file descriptor 2, which a notebook shows."""
+    import pathlib
+    import subprocess
+    import sys
+
+    code = ("import torch; from minippo.lm.memory import peak_memory_bytes; "
+            "print(peak_memory_bytes(lambda: torch.ones(250_000).sum()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert int(out.stdout) >= 1_000_000
+    assert out.stderr == "", out.stderr

@@ -139,3 +139,36 @@ def test_activation_checkpointing_gives_the_same_gradient(model, tok):
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
     model.zero_grad()
+
+
+def test_generate_top_k_samples_among_the_k_most_likely_tokens(model, tok):
+    ids, mask = tok.pad_left([tok.encode("def add3(x):\n", bos=True), tok.encode("3:", bos=True)] * 4)
+    g = generate(model, ids, mask, 10, tok.eos_id, tok.pad_id, temperature=0.8,
+                 generator=torch.Generator().manual_seed(0), top_k=3)
+    P, m = g.prompt_len, g.response_mask
+    with torch.no_grad():
+        logits = model(g.tokens, g.attention_mask)[:, P - 1:-1]  # (B, R, V)
+        logp, entropy, _ = response_logprobs(model, g.tokens, g.attention_mask, P, 0.8, top_k=3)
+    in_top = (logits.topk(3, dim=-1).indices == g.response[..., None]).any(-1)  # (B, R)
+    assert in_top[m].all()
+    torch.testing.assert_close(logp[m], g.logp[m])  # the log-probs of the truncated distribution
+    assert torch.isfinite(entropy).all() and (entropy <= torch.log(torch.tensor(3.0)) + 1e-5).all()
+    greedy = generate(model, ids, mask, 10, tok.eos_id, tok.pad_id, temperature=0.0)
+    top1 = generate(model, ids, mask, 10, tok.eos_id, tok.pad_id, temperature=1.0, top_k=1)
+    assert torch.equal(top1.tokens, greedy.tokens)
+    for bad in (0, tok.vocab_size + 1, 2.5):
+        with pytest.raises(ValueError, match="top_k must be None or an int"):
+            generate(model, ids, mask, 4, tok.eos_id, tok.pad_id, top_k=bad)
+
+
+def test_layers_are_named_not_indexed(model):
+    names = {name for name, _ in model.named_parameters()}
+    assert {"blocks.0.attn.c_attn.weight", "blocks.0.attn.c_proj.weight", "blocks.0.mlp.c_fc.weight",
+            "blocks.0.mlp.c_proj.weight"} <= names
+    assert not any(name.split(".")[-2].isdigit() for name in names)  # no Sequential indices
+    fresh = GPT(GPTConfig())
+    depth_std = 0.02 / (2 * fresh.config.n_layer) ** 0.5  # GPT-2's scaled residual projections
+    for block in fresh.blocks:
+        for proj in (block.attn.c_proj, block.mlp.c_proj):
+            assert abs(float(proj.weight.detach().std()) - depth_std) < 0.25 * depth_std
+        assert abs(float(block.mlp.c_fc.weight.detach().std()) - 0.02) < 0.005

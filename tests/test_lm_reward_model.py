@@ -63,7 +63,7 @@ def test_reward_model_learns_a_simple_preference_and_scores_text():
     pairs = [PreferencePair(f"def add{k}(x):\n", f"    return x + {k}", f"    return x - {k}", 1.0) for k in range(1, 10)]
     train, held = pairs[:7], pairs[7:]
     torch.manual_seed(0)
-    rm, h = train_reward_model(train, GPT(GPTConfig()), RewardModelConfig(steps=30, batch_size=8, warmup_steps=2),
+    rm, h = train_reward_model(train, GPT(GPTConfig()), RewardModelConfig(iterations=30, batch_size=8, warmup_iterations=2),
                                heldout=held, progress=False)
     assert abs(h["rm/loss"][0] - math.log(2)) < 1e-6  # zero-initialised head: every pair at 1/2
     assert h["rm/loss"][-1] < 0.3 and pair_accuracy(rm, train) == 1.0

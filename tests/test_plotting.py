@@ -83,11 +83,24 @@ def test_dashboard_reads_target_from_config_and_handles_missing_metrics():
 
 def test_dashboard_reads_each_algorithms_own_metrics():
     h = History()
-    h.log_update({"global_step": 100, "time/elapsed": 0.0, "trpo/kl_divergence": 0.004,
-                  "trpo/entropy": 0.6})
+    h.log_update({"global_step": 100, "time/elapsed": 0.0, "trpo/policy_loss": -0.1,
+                  "trpo/kl_divergence": 0.004, "trpo/entropy": 0.6})
+    assert h.algorithm == "trpo" and h.metric("kl_divergence") == [0.004]
     fig = dashboard(h)
     assert list(fig.axes[4].lines[0].get_ydata()) == [0.004]
     assert list(fig.axes[6].lines[0].get_ydata()) == [0.6]
+
+
+def test_plot_seeds_compares_algorithms_by_their_own_metric():
+    runs = {}
+    for algorithm, kl in (("reinforce", 0.05), ("ppo", 0.01)):
+        h = History()
+        for i in range(3):
+            h.log_update({"global_step": 100 * (i + 1), f"{algorithm}/policy_loss": 0.0,
+                          f"{algorithm}/kl_divergence": kl})
+        runs[algorithm] = [h]
+    ax = plot_seeds(runs, metric="kl_divergence")
+    assert sorted(round(float(line.get_ydata()[0]), 3) for line in ax.lines[:2]) == [0.01, 0.05]
 
 
 def test_plot_seeds_one_line_and_band_per_run():

@@ -96,7 +96,7 @@ def test_language_model_sampling_is_shifted(monkeypatch):
 def test_sft_cache_is_keyed_by_the_shifted_seed(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIPPO_CACHE", str(tmp_path))
     corpus = [("1:", "a"), ("2:", "bb")]
-    config = sft.SFTConfig(steps=2, batch_size=2, warmup_steps=0, model=mp.lm.GPTConfig(n_layer=1, n_head=1, n_embd=8,
+    config = sft.SFTConfig(iterations=2, batch_size=2, warmup_iterations=0, model=mp.lm.GPTConfig(n_layer=1, n_head=1, n_embd=8,
                                                                          block_size=16))
     monkeypatch.setenv(OFFSET, "0")
     sft.pretrained_sft(corpus, config, seed=0, progress=False)

@@ -31,16 +31,19 @@ from minippo.lm import (  # noqa: F401  (the modules, for mp.lm.rlhf.train etc.)
     alternatives, code_reward, codetask, memory, model, reward_model, rlhf, sandbox, scaling, sft, tokenizer,
 )
 from minippo.lm.tokenizer import CharTokenizer
-from minippo.lm.model import GPT, GPTConfig, Generation, generate, logprob_mismatch, response_logprobs, response_mask
+from minippo.lm.model import (
+    GPT, GPTConfig, Generation, generate, logprob_mismatch, response_logprobs, response_mask,
+    sample_responses,
+)
 from minippo.lm.codetask import CodeSpec, CodeTask, CodeTaskConfig, CodeReward, body_kind, make_task
 from minippo.lm.sft import SFTConfig, train_sft, pretrained_sft
 from minippo.lm.reward_model import (
     PreferencePair, RewardModel, RewardModelConfig, RewardModelReward, bradley_terry_loss,
     sample_preference_pairs, split_pairs, train_reward_model,
 )
-from minippo.lm.rlhf import RLHFConfig, kl_penalized_rewards, evaluate, make_rollout, sample_responses
+from minippo.lm.rlhf import RLHFConfig, kl_penalized_rewards, kl_to_reference, evaluate, make_rollout
 from minippo.lm.alternatives import (
     DPOConfig, GRPOConfig, RLOOConfig, dpo_loss, group_advantages, leave_one_out_advantages,
-    train_dpo, train_grpo, train_rloo,
+    preference_logprobs, train_dpo, train_grpo, train_rloo,
 )
 from minippo.lm.memory import accumulate_gradients, checkpointing_report

@@ -31,7 +31,6 @@ Every loss reuses ``minippo.objectives`` (``clipped_surrogate``, ``policy_gradie
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -41,10 +40,10 @@ import torch.nn.functional as F
 from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.history import History
-from minippo.lm.model import GPT, logprob_mismatch, response_logprobs
+from minippo.lm.model import GPT, logprob_mismatch, response_logprobs, sample_responses
 from minippo.lm.reward_model import PreferencePair
-from minippo.lm.rlhf import RewardFn, generation_stats, sample_responses
-from minippo.lm.sft import check_training_fields, optimizer_step, set_learning_rate
+from minippo.lm.rlhf import (RewardFn, draw_prompts, generation_stats, kl_to_reference,
+                             start_fine_tuning)
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.objectives import (
     clip_fraction,
@@ -55,8 +54,9 @@ from minippo.objectives import (
     policy_gradient_loss,
     probability_ratio,
 )
-from minippo.schedules import warmup_cosine
-from minippo.utils import check_finite, check_range, generator, set_seed
+from minippo.optim import (check_optimizer_fields, optimizer_step, set_learning_rate,
+                           warmup_cosine_learning_rate)
+from minippo.utils import check_finite, check_range, check_types
 
 __all__ = [
     "GRPOConfig",
@@ -69,6 +69,7 @@ __all__ = [
     "train_rloo",
     "prompt_response_batch",
     "sequence_logprobs",
+    "preference_logprobs",
     "dpo_loss",
     "train_dpo",
 ]
@@ -94,6 +95,7 @@ class GRPOConfig:
     scale_rewards: bool = True  #: divide by the group's std (GRPO); False = Dr. GRPO
     length_normalise: bool = True  #: average tokens per response (GRPO); False = Dr. GRPO
     max_grad_norm: float | None = 1.0  #: global gradient-norm clip; None = off
+    adam_eps: float = 1e-5  #: Adam epsilon (as RLHF-PPO here)
 
     def __post_init__(self):
         _check_common(self)
@@ -122,6 +124,7 @@ class RLOOConfig:
     min_learning_rate: float = 3e-5  #: cosine floor
     kl_coef: float = 0.05  #: beta of the k1 KL penalty in the sequence reward (as RLHF-PPO here)
     max_grad_norm: float | None = 1.0  #: global gradient-norm clip; None = off
+    adam_eps: float = 1e-5  #: Adam epsilon (as RLHF-PPO here)
 
     def __post_init__(self):
         _check_common(self)
@@ -134,33 +137,31 @@ class RLOOConfig:
 
 
 def _check_common(c) -> None:
-    check_range("iterations", c.iterations, 1)
+    check_types(c)
+    check_optimizer_fields(c)
     check_range("prompts_per_batch", c.prompts_per_batch, 1)
     check_range("max_new_tokens", c.max_new_tokens, 1)
     check_range("temperature", c.temperature, 0.0, low_open=True)
-    check_range("learning_rate", c.learning_rate, 0.0, low_open=True)
-    if not isinstance(c.warmup_iterations, int) or not 0 <= c.warmup_iterations < c.iterations:
-        raise ValueError(f"warmup_iterations must be an int in [0, {c.iterations}), got {c.warmup_iterations!r}")
-    check_range("min_learning_rate", c.min_learning_rate, 0.0, c.learning_rate)
     check_range("kl_coef", c.kl_coef, 0.0)
-    if c.max_grad_norm is not None:
-        check_range("max_grad_norm", c.max_grad_norm, 0.0, low_open=True)
 
 
 @dataclass(frozen=True)
 class DPOConfig:
     """DPO on preference pairs (Rafailov et al. 2023)."""
 
-    steps: int = 60  #: optimizer steps (about 7 passes over ~300 pairs; measured: 150 at 3e-4 collapses)
+    iterations: int = 60  #: optimizer steps (about 7 passes over ~300 pairs; measured: 150 at 3e-4 collapses)
     batch_size: int = 32  #: preference pairs per step
     beta: float = 0.5  #: KL strength of the implicit reward (Rafailov et al. use 0.1-0.5)
     learning_rate: float = 1e-4  #: peak LR (lower than PPO's: DPO's loss keeps pushing rejected answers down)
-    warmup_steps: int = 5  #: linear warm-up, then cosine decay
+    warmup_iterations: int = 5  #: linear warm-up, then cosine decay
     min_learning_rate: float = 1e-5  #: cosine floor
     max_grad_norm: float | None = 1.0  #: global gradient-norm clip; None = off
+    adam_eps: float = 1e-5  #: Adam epsilon (as RLHF-PPO here)
 
     def __post_init__(self):
-        check_training_fields(self)
+        check_types(self)
+        check_optimizer_fields(self)
+        check_range("batch_size", self.batch_size, 1)
         check_range("beta", self.beta, 0.0, low_open=True)
 
 
@@ -205,12 +206,13 @@ def _groups(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- sampling in groups
 @torch.no_grad()
-def _group_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenizer: CharTokenizer,
-                   reward_fn: RewardFn, config, generator: torch.Generator):
-    """Draw ``prompts_per_batch`` prompts, sample ``group_size`` responses each, score them and
-    compute log-probs under the sampling policy and the reference."""
-    pick = torch.randint(len(prompts), (config.prompts_per_batch,), generator=generator).tolist()
-    batch_prompts = [prompts[i] for i in pick for _ in range(config.group_size)]  # groups are contiguous
+def _group_rollout(policy: GPT, reference: GPT, prompts, tokenizer: CharTokenizer,
+                   reward_fn: RewardFn, config, generator: torch.Generator, iteration: int):
+    """Draw ``prompts_per_batch`` prompts (:func:`minippo.lm.rlhf.draw_prompts`), sample
+    ``group_size`` responses each, score them and compute log-probs under the sampling policy and
+    the reference."""
+    picked = draw_prompts(prompts, iteration, config.prompts_per_batch, generator)
+    batch_prompts = [p for p in picked for _ in range(config.group_size)]  # groups are contiguous
     gen, texts = sample_responses(policy, batch_prompts, tokenizer, config.max_new_tokens, config.temperature,
                                   generator)
     score, metrics = reward_fn(batch_prompts, texts, gen.finished)
@@ -223,24 +225,13 @@ def _group_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenize
     kl = kl_k1(logp, logp_ref) * m  # (B, R)
     metrics = {
         "rlhf/score": float(score.mean()),
-        "rlhf/kl_to_ref": float(kl.sum(dim=1).mean()),
-        "rlhf/kl_to_ref_k3": float((kl_k3(logp, logp_ref) * m).sum(dim=1).mean()),
+        **kl_to_reference(logp, logp_ref, m),
         "rlhf/logprob_mismatch": logprob_mismatch(gen.logp, logp, m),
         "rollout/episode_length": float(gen.lengths.float().mean()),
         **generation_stats(gen.response, m, gen.finished, texts),
         **metrics,
     }
     return gen, score, logp, logp_ref, kl, metrics
-
-
-def _start(policy: GPT, reference: GPT | None, learning_rate: float, seed: int, tokenizer: CharTokenizer | None):
-    """Seed, freeze the reference (default: a copy of the policy), build the optimizer and the generator."""
-    set_seed(seed)
-    # a frozen copy: freezing the caller's model in place would stop it training later
-    reference = copy.deepcopy(reference if reference is not None else policy)
-    reference.eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate, eps=1e-5)
-    return tokenizer or CharTokenizer(), reference, optimizer, generator(seed)
 
 
 # --------------------------------------------------------------------------- GRPO
@@ -268,23 +259,25 @@ def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor
     return pg + config.kl_coef * masked_mean(kl * w[:, None], mask)
 
 
-def train_grpo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config: GRPOConfig = GRPOConfig(), *,
+def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig = GRPOConfig(), *,
                tokenizer: CharTokenizer | None = None, reference: GPT | None = None, seed: int = 0,
                progress: bool = True) -> tuple[GPT, History]:
     """GRPO (or Dr. GRPO, by the config's switches): no critic, group-relative advantages.
 
-    Same history layout as :func:`minippo.lm.rlhf.train` (``rlhf/...``, ``gen/...``,
-    ``ppo/kl_divergence``, ``ppo/clip_fraction``, reward metrics, ``time/...``).
+    ``prompts`` as in :func:`minippo.lm.rlhf.train` (a pool, or a function of the iteration).
+    The history has the layout of :func:`minippo.lm.rlhf.train` (``rlhf/...``, ``gen/...``,
+    reward metrics, ``time/...``) with GRPO's own ``grpo/...`` update metrics.
     """
-    tokenizer, reference, optimizer, gen_rng = _start(policy, reference, config.learning_rate, seed, tokenizer)
-    prompts = list(prompts)
+    tokenizer, reference, gen_rng = start_fine_tuning(policy, reference, seed, tokenizer)
+    params = list(policy.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
     history, start, global_step = History(config=config), time.perf_counter(), 0
     mb = config.batch_size // config.num_minibatches
     for it in tqdm(range(config.iterations), desc="GRPO", disable=not progress):
-        set_learning_rate(optimizer, warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
-                                         config.min_learning_rate))
+        lr = warmup_cosine_learning_rate(config, it)
+        set_learning_rate(optimizer, lr)
         gen, score, logp_old, logp_ref, _, metrics = _group_rollout(policy, reference, prompts, tokenizer, reward_fn,
-                                                                    config, gen_rng)
+                                                                    config, gen_rng, it)
         adv = group_advantages(score, config.group_size, scale=config.scale_rewards)  # (B,)
         policy.train()
         stats = []
@@ -297,20 +290,22 @@ def train_grpo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
                                                config.temperature)  # (b, R)
                 loss = grpo_loss(logp, logp_old[idx], logp_ref[idx], adv[idx], m, config)
                 check_finite(it, policy_loss=loss)
-                optimizer_step(policy.parameters(), optimizer, loss, config.max_grad_norm)
+                grad_norm = optimizer_step(params, optimizer, loss, config.max_grad_norm)
                 with torch.no_grad():
                     ratio = probability_ratio(logp, logp_old[idx])[m]
                     stats.append((loss.item(), float(masked_mean(kl_k3(logp_old[idx], logp), m)),
-                                  float(clip_fraction(ratio, config.clip_eps))))
+                                  float(clip_fraction(ratio, config.clip_eps)), float(grad_norm)))
         policy.eval()
         global_step += int(gen.response_mask.sum())
         elapsed = time.perf_counter() - start
         history.log_update({"global_step": global_step, "time/elapsed": elapsed, **metrics,
                             "rollout/episodic_return": float(score.mean()),
-                            "ppo/policy_loss": sum(s[0] for s in stats) / len(stats),
-                            "ppo/kl_divergence": sum(s[1] for s in stats) / len(stats),
-                            "ppo/clip_fraction": sum(s[2] for s in stats) / len(stats),
-                            "ppo/mean_reward": float(score.mean()), "ppo/reward_std": float(score.std()),
+                            "grpo/policy_loss": sum(s[0] for s in stats) / len(stats),
+                            "grpo/kl_divergence": sum(s[1] for s in stats) / len(stats),
+                            "grpo/clip_fraction": sum(s[2] for s in stats) / len(stats),
+                            "grpo/grad_norm": sum(s[3] for s in stats) / len(stats),
+                            "grpo/learning_rate": lr,
+                            "grpo/mean_reward": float(score.mean()), "grpo/reward_std": float(score.std()),
                             "grpo/zero_std_groups": float((_groups(score, config.group_size).std(dim=1) == 0)
                                                           .float().mean()),
                             "time/steps_per_second": global_step / elapsed})
@@ -318,23 +313,25 @@ def train_grpo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
 
 
 # --------------------------------------------------------------------------- RLOO
-def train_rloo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config: RLOOConfig = RLOOConfig(), *,
+def train_rloo(policy: GPT, prompts, reward_fn: RewardFn, config: RLOOConfig = RLOOConfig(), *,
                tokenizer: CharTokenizer | None = None, reference: GPT | None = None, seed: int = 0,
                progress: bool = True) -> tuple[GPT, History]:
     """RLOO: one REINFORCE step per batch on whole responses, leave-one-out baselines, no critic.
 
     The sequence return is :math:`R_i = s_i - \\beta \\sum_t k_1(t)` (the RLHF reward summed over
     the response); the loss is ``policy_gradient_loss(log pi(y_i|x), A_i)`` with the response's
-    log-probability summed over its tokens.  Same history layout as :func:`train_grpo`.
+    log-probability summed over its tokens.  History as :func:`train_grpo`'s, with ``rloo/...``
+    update metrics.
     """
-    tokenizer, reference, optimizer, gen_rng = _start(policy, reference, config.learning_rate, seed, tokenizer)
-    prompts = list(prompts)
+    tokenizer, reference, gen_rng = start_fine_tuning(policy, reference, seed, tokenizer)
+    params = list(policy.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
     history, start, global_step = History(config=config), time.perf_counter(), 0
     for it in tqdm(range(config.iterations), desc="RLOO", disable=not progress):
-        set_learning_rate(optimizer, warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
-                                         config.min_learning_rate))
+        lr = warmup_cosine_learning_rate(config, it)
+        set_learning_rate(optimizer, lr)
         gen, score, _, _, kl, metrics = _group_rollout(policy, reference, prompts, tokenizer, reward_fn, config,
-                                                       gen_rng)
+                                                       gen_rng, it)
         ret = score - config.kl_coef * kl.sum(dim=1)  # (B,)
         adv = leave_one_out_advantages(ret, config.group_size)  # (B,)
         policy.train()
@@ -343,14 +340,15 @@ def train_rloo(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config:
         seq_logp = (logp * m).sum(dim=1)  # (B,)
         loss = policy_gradient_loss(seq_logp, adv)
         check_finite(it, policy_loss=loss)
-        optimizer_step(policy.parameters(), optimizer, loss, config.max_grad_norm)
+        grad_norm = optimizer_step(params, optimizer, loss, config.max_grad_norm)
         policy.eval()
         global_step += int(m.sum())
         elapsed = time.perf_counter() - start
         history.log_update({"global_step": global_step, "time/elapsed": elapsed, **metrics,
-                            "rollout/episodic_return": float(ret.mean()), "ppo/policy_loss": loss.item(),
-                            "ppo/mean_reward": float(ret.mean()), "ppo/reward_std": float(ret.std()),
-                            "ppo/mean_advantage": float(adv.mean()), "rlhf/kl_coef": config.kl_coef,
+                            "rollout/episodic_return": float(ret.mean()), "rloo/policy_loss": loss.item(),
+                            "rloo/mean_reward": float(ret.mean()), "rloo/reward_std": float(ret.std()),
+                            "rloo/mean_advantage": float(adv.mean()), "rloo/grad_norm": float(grad_norm),
+                            "rloo/learning_rate": lr, "rlhf/kl_coef": config.kl_coef,
                             "rlhf/non_score_reward": float((-config.kl_coef * kl.sum(dim=1)).mean()),
                             "time/steps_per_second": global_step / elapsed})
     return policy, history
@@ -388,8 +386,10 @@ def dpo_loss(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen:
     return -F.logsigmoid(r_w - r_l).mean(), r_w.detach(), r_l.detach()
 
 
-def _pair_logps(model: GPT, tokenizer: CharTokenizer, pairs: Sequence[PreferencePair]):
-    """Sequence log-probs ``(chosen (b,), rejected (b,))`` from one batch."""
+def preference_logprobs(model: GPT, tokenizer: CharTokenizer,
+                        pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPO's sequence log-probabilities :math:`\\log\\pi(y_w|x)` and :math:`\\log\\pi(y_l|x)` of every
+    pair, from one forward pass over chosen and rejected rows: ``(chosen (b,), rejected (b,))``."""
     prompts = [p.prompt for p in pairs] * 2
     responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     tokens, attn, P, rmask = prompt_response_batch(tokenizer, prompts, responses)
@@ -403,27 +403,31 @@ def train_dpo(policy: GPT, pairs: Sequence[PreferencePair], config: DPOConfig = 
     """Fit ``policy`` (in place) to preference ``pairs`` with DPO; the reference defaults to a frozen copy.
 
     Logs per step ``dpo/loss``, ``dpo/accuracy`` (implicit reward ranks chosen first),
-    ``dpo/chosen_reward``, ``dpo/rejected_reward``, ``dpo/margin`` and ``dpo/learning_rate``.
+    ``dpo/chosen_reward``, ``dpo/rejected_reward``, ``dpo/margin``, ``dpo/learning_rate`` and
+    ``dpo/grad_norm`` (before clipping).
     """
     if not pairs:
         raise ValueError("pairs must not be empty")
-    tokenizer, reference, optimizer, gen = _start(policy, reference, config.learning_rate, seed, tokenizer)
+    tokenizer, reference, gen = start_fine_tuning(policy, reference, seed, tokenizer)
+    params = list(policy.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
     history, start = History(config=config), time.perf_counter()
     policy.train()
-    for step in tqdm(range(config.steps), desc="DPO", disable=not progress):
-        lr = warmup_cosine(step, config.steps, config.learning_rate, config.warmup_steps, config.min_learning_rate)
+    for step in tqdm(range(config.iterations), desc="DPO", disable=not progress):
+        lr = warmup_cosine_learning_rate(config, step)
         set_learning_rate(optimizer, lr)
         batch = [pairs[i] for i in torch.randint(len(pairs), (config.batch_size,), generator=gen).tolist()]
-        lp_w, lp_l = _pair_logps(policy, tokenizer, batch)
+        lp_w, lp_l = preference_logprobs(policy, tokenizer, batch)
         with torch.no_grad():
-            ref_w, ref_l = _pair_logps(reference, tokenizer, batch)
+            ref_w, ref_l = preference_logprobs(reference, tokenizer, batch)
         loss, r_w, r_l = dpo_loss(lp_w, lp_l, ref_w, ref_l, config.beta)
         check_finite(step, dpo_loss=loss)
-        optimizer_step(policy.parameters(), optimizer, loss, config.max_grad_norm)
+        grad_norm = optimizer_step(params, optimizer, loss, config.max_grad_norm)
         history.log_update({"global_step": (step + 1) * config.batch_size,
                             "time/elapsed": time.perf_counter() - start, "dpo/loss": loss.item(),
                             "dpo/accuracy": float((r_w > r_l).float().mean()),
                             "dpo/chosen_reward": float(r_w.mean()), "dpo/rejected_reward": float(r_l.mean()),
-                            "dpo/margin": float((r_w - r_l).mean()), "dpo/learning_rate": lr})
+                            "dpo/margin": float((r_w - r_l).mean()), "dpo/learning_rate": lr,
+                            "dpo/grad_norm": float(grad_norm)})
     policy.eval()
     return policy, history

@@ -23,6 +23,9 @@ returns the highest point reached above the starting level.  Chapter 8.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from typing import Callable
 
@@ -88,12 +91,20 @@ def peak_memory_bytes(fn: Callable[[], object]) -> int:
     Replays the allocation and free events that ``torch.profiler`` records with
     ``profile_memory=True`` in time order.  (``torch.cuda.max_memory_allocated`` does this on a
     GPU; the CPU allocator has no such counter.)  Falls back to :func:`saved_activation_bytes`
-    if this torch build does not expose the events.
+    if this torch build does not expose the events.  The profiler's own start and stop lines
+    (written by its C++ side straight to file descriptor 2, so that a notebook would show them)
+    are silenced; what ``fn`` writes to stderr is not.
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_fd2():
+        prof.start()
+    try:
         fn()
+    finally:
+        with _quiet_fd2():
+            prof.stop()
     try:
         events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                         if e.name() == "[memory]")
@@ -104,6 +115,21 @@ def peak_memory_bytes(fn: Callable[[], object]) -> int:
         level += nbytes
         peak = max(peak, level)
     return peak
+
+
+@contextlib.contextmanager
+def _quiet_fd2():
+    """Send file descriptor 2 (C/C++ stderr, which Python's ``sys.stderr`` does not cover) to
+    the null device for the duration of the block."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def checkpointing_report(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict:

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from minippo.utils import check_range
+from minippo.lm.tokenizer import CharTokenizer
+from minippo.utils import check_range, check_types
 
 __all__ = [
     "GPTConfig",
@@ -33,6 +35,7 @@ __all__ = [
     "Generation",
     "response_mask",
     "generate",
+    "sample_responses",
     "response_logprobs",
     "logprob_mismatch",
     "sequence_positions",
@@ -51,6 +54,7 @@ class GPTConfig:
     dropout: float = 0.0  #: 0 for RL: log-probs must be deterministic (Ziegler et al. 2019 turn it off)
 
     def __post_init__(self):
+        check_types(self)
         check_range("vocab_size", self.vocab_size, 4)
         check_range("block_size", self.block_size, 2)
         check_range("n_layer", self.n_layer, 1)
@@ -72,8 +76,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # queries, keys, values at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)  # back into the residual stream
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
@@ -81,7 +85,7 @@ class CausalSelfAttention(nn.Module):
         key positions (cached ones first) each may see.  ``cache`` (generation only) keeps the
         keys and values of earlier positions so that each new token costs one position's work."""
         B, L, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)  # (B, L, D) each
+        q, k, v = self.c_attn(x).split(D, dim=2)  # (B, L, D) each
         q = q.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
         k = k.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
         v = v.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
@@ -94,7 +98,21 @@ class CausalSelfAttention(nn.Module):
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
         )  # (B, nh, L, hd)
         y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
-        return self.proj(y)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    """The block's feed-forward part: widen to 4 D, GELU, project back (nanoGPT's names)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)  # back into the residual stream
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, L, D)
 
 
 class Block(nn.Module):
@@ -105,12 +123,7 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd)
-        self.mlp = nn.Sequential(
-            nn.Linear(config.n_embd, 4 * config.n_embd),
-            nn.GELU(),
-            nn.Linear(4 * config.n_embd, config.n_embd),
-            nn.Dropout(config.dropout),
-        )
+        self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), allowed, cache)  # (B, L, D)
@@ -141,7 +154,7 @@ class GPT(nn.Module):
         self.value_head = nn.Linear(config.n_embd, 1)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 n_layer)
-            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+            if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
@@ -243,10 +256,26 @@ class Generation:
         return self.lengths - 1
 
 
+def _top_k_logits(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    """``logits`` (..., V) with all but the ``top_k`` largest of each row set to -inf (``None``:
+    unchanged), so that sampling draws only among the k most likely tokens (Fan et al. 2018)."""
+    if top_k is None:
+        return logits
+    kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (..., 1) the k-th largest
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def _check_top_k(top_k: int | None, vocab_size: int) -> None:
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool)
+                              or not 1 <= top_k <= vocab_size):
+        raise ValueError(f"top_k must be None or an int in [1, {vocab_size}] (the vocabulary), "
+                         f"got {top_k!r}")
+
+
 @torch.no_grad()
 def generate(model: GPT, prompt: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
              eos_id: int, pad_id: int, temperature: float = 1.0,
-             generator: torch.Generator | None = None) -> Generation:
+             generator: torch.Generator | None = None, top_k: int | None = None) -> Generation:
     """Sample ``max_new_tokens`` response tokens for each left-padded prompt.
 
     Every row gets exactly ``R = max_new_tokens`` columns; after a row's first EOS its tokens are
@@ -254,11 +283,15 @@ def generate(model: GPT, prompt: torch.Tensor, prompt_mask: torch.Tensor, max_ne
     ``temperature`` divides the logits before sampling and the returned log-probs are those of
     the *sampling* distribution, so that they equal :func:`response_logprobs` at the same
     temperature (a test checks this; mismatching them is a classic RLHF bug).  ``temperature=0``
-    is greedy decoding (log-probs then at temperature 1).  ``generator`` makes sampling
-    reproducible without touching the global seed.
+    is greedy decoding (log-probs then at temperature 1).  ``top_k`` samples among the k most
+    likely tokens only; the log-probs are then those of that truncated distribution, which
+    :func:`response_logprobs` reproduces with the same ``top_k`` (RL trainers sample the full
+    distribution: ``top_k=None``).  ``generator`` makes sampling reproducible without touching
+    the global seed.
     """
     check_range("temperature", temperature, 0.0)
     check_range("max_new_tokens", max_new_tokens, 1)
+    _check_top_k(top_k, model.config.vocab_size)
     if prompt.shape != prompt_mask.shape:
         raise ValueError(f"shapes must match: prompt {tuple(prompt.shape)}, "
                          f"prompt_mask {tuple(prompt_mask.shape)}")
@@ -274,7 +307,7 @@ def generate(model: GPT, prompt: torch.Tensor, prompt_mask: torch.Tensor, max_ne
         new = slice(0, P) if t == 0 else slice(P + t - 1, P + t)  # the prompt, then one token
         logits = model(tokens[:, new], mask[:, : P + t], cache=cache)[:, -1]  # (B, V)
         if temperature > 0:
-            logprobs = F.log_softmax(logits / temperature, dim=-1)  # (B, V)
+            logprobs = F.log_softmax(_top_k_logits(logits / temperature, top_k), dim=-1)  # (B, V)
             tok = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(1)  # (B,)
         else:
             logprobs = F.log_softmax(logits, dim=-1)  # (B, V)
@@ -288,14 +321,27 @@ def generate(model: GPT, prompt: torch.Tensor, prompt_mask: torch.Tensor, max_ne
     return Generation(tokens, mask, response_mask(tokens[:, P:], eos_id), logp, P, done)
 
 
+def sample_responses(policy: GPT, prompts: Sequence[str], tokenizer: CharTokenizer,
+                     max_new_tokens: int, temperature: float = 1.0,
+                     generator: torch.Generator | None = None,
+                     top_k: int | None = None) -> tuple[Generation, list[str]]:
+    """Encode ``prompts`` (with BOS), left-pad, :func:`generate`; returns ``(generation, response
+    texts)``.  Every language-model trainer samples through here."""
+    ids, mask = tokenizer.pad_left([tokenizer.encode(p, bos=True) for p in prompts])  # (B, P)
+    gen = generate(policy, ids, mask, max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
+                   temperature=temperature, generator=generator, top_k=top_k)
+    return gen, [tokenizer.decode(r) for r in gen.response]
+
+
 def response_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
-                      temperature: float = 1.0, with_value: bool = False, checkpoint: bool = False):
+                      temperature: float = 1.0, with_value: bool = False, checkpoint: bool = False,
+                      top_k: int | None = None):
     """Per-token log-probs, entropies (and values) of the response part of ``tokens``.
 
     Returns ``(logp, entropy, values)``, each ``(B, R)`` with ``R = L - prompt_len``; ``values`` is
     ``None`` unless ``with_value``.  Logits are divided by ``temperature`` exactly as in
-    :func:`generate` (a temperature of 0 counts as 1).  Masked positions hold numbers too; callers
-    apply ``response_mask``.
+    :func:`generate` (a temperature of 0 counts as 1), and truncated to the ``top_k`` most likely
+    tokens as there.  Masked positions hold numbers too; callers apply ``response_mask``.
 
     ``logp[b, t] = log pi(y_t | x, y_<t)`` is read from the logits at position ``P - 1 + t``.
     """
@@ -305,10 +351,14 @@ def response_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Te
         values = values[:, P - 1: -1]  # (B, R)
     else:
         logits, values = model(tokens, attention_mask, checkpoint), None  # (B, L, V)
+    _check_top_k(top_k, model.config.vocab_size)
     logits = logits[:, P - 1: -1] / (temperature if temperature > 0 else 1.0)  # (B, R, V)
-    logprobs = F.log_softmax(logits, dim=-1)  # (B, R, V)
+    logprobs = F.log_softmax(_top_k_logits(logits, top_k), dim=-1)  # (B, R, V)
     logp = logprobs.gather(2, tokens[:, P:, None]).squeeze(2)  # (B, R)
-    entropy = -(logprobs.exp() * logprobs).sum(dim=-1)  # (B, R)
+    p_logp = logprobs.exp() * logprobs  # (B, R, V)
+    if top_k is not None:
+        p_logp = p_logp.nan_to_num(0.0)  # 0 * -inf outside the top k: no contribution
+    entropy = -p_logp.sum(dim=-1)  # (B, R)
     return logp, entropy, values
 
 

@@ -32,12 +32,11 @@ import torch.nn.functional as F
 from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.history import History
-from minippo.lm.model import GPT
-from minippo.lm.rlhf import sample_responses
-from minippo.lm.sft import check_training_fields, optimizer_step, set_learning_rate
+from minippo.lm.model import GPT, sample_responses
 from minippo.lm.tokenizer import CharTokenizer
-from minippo.schedules import warmup_cosine
-from minippo.utils import check_finite, check_range, generator, rng, set_seed
+from minippo.optim import (check_optimizer_fields, optimizer_step, set_learning_rate,
+                           warmup_cosine_learning_rate)
+from minippo.utils import check_finite, check_range, check_types, generator, rng, set_seed
 
 __all__ = [
     "RewardModelConfig",
@@ -58,16 +57,18 @@ __all__ = [
 class RewardModelConfig:
     """Training of the Bradley-Terry reward model (initialised from the SFT model, as in InstructGPT)."""
 
-    steps: int = 150  #: optimizer steps
+    iterations: int = 150  #: optimizer steps
     batch_size: int = 32  #: preference pairs per step
     learning_rate: float = 1e-3  #: peak LR
-    warmup_steps: int = 10  #: linear warm-up, then cosine decay
+    warmup_iterations: int = 10  #: linear warm-up, then cosine decay
     min_learning_rate: float = 1e-4  #: cosine floor
     weight_decay: float = 0.0  #: AdamW weight decay
     max_grad_norm: float = 1.0  #: global gradient-norm clip
 
     def __post_init__(self):
-        check_training_fields(self)
+        check_types(self)
+        check_optimizer_fields(self)
+        check_range("batch_size", self.batch_size, 1)
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,8 @@ def train_reward_model(pairs: Sequence[PreferencePair], init: GPT, config: Rewar
                        seed: int = 0, progress: bool = True) -> tuple[RewardModel, History]:
     """Fit a :class:`RewardModel` (a copy of ``init``, usually the SFT model) to ``pairs``.
 
-    Logs per step ``rm/loss``, ``rm/accuracy`` (on the step's pairs), ``rm/learning_rate``; the
+    Logs per step ``rm/loss``, ``rm/accuracy`` (on the step's pairs), ``rm/learning_rate``,
+    ``rm/grad_norm`` (before clipping); the
     last row adds ``rm/heldout_accuracy`` on ``heldout`` (NaN if empty).  Scores are normalised on
     the training responses at the end.  Returns ``(reward_model, history)``.
     """
@@ -227,19 +229,19 @@ def train_reward_model(pairs: Sequence[PreferencePair], init: GPT, config: Rewar
     opt = torch.optim.AdamW(rm.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     gen = generator(seed)
     history, start = History(config=config), time.perf_counter()
-    for step in tqdm(range(config.steps), desc="reward model", disable=not progress):
-        lr = warmup_cosine(step, config.steps, config.learning_rate, config.warmup_steps, config.min_learning_rate)
+    for step in tqdm(range(config.iterations), desc="reward model", disable=not progress):
+        lr = warmup_cosine_learning_rate(config, step)
         set_learning_rate(opt, lr)
         idx = torch.randint(len(pairs), (config.batch_size,), generator=gen).tolist()
         r = rm.raw(*_pair_batch(tokenizer, [pairs[i] for i in idx]))  # (2b,)
         r_w, r_l = r[: len(idx)], r[len(idx):]  # (b,), (b,)
         loss = bradley_terry_loss(r_w, r_l)
         check_finite(step, reward_model_loss=loss)
-        optimizer_step(rm.parameters(), opt, loss, config.max_grad_norm)
+        grad_norm = optimizer_step(list(rm.parameters()), opt, loss, config.max_grad_norm)
         history.log_update({"global_step": (step + 1) * config.batch_size,
                             "time/elapsed": time.perf_counter() - start, "rm/loss": loss.item(),
                             "rm/accuracy": float((r_w > r_l).float().mean()),
-                            "rm/learning_rate": lr})
+                            "rm/learning_rate": lr, "rm/grad_norm": float(grad_norm)})
     rm.eval()
     rm.normalise(*_pair_batch(tokenizer, pairs))
     column = history.updates.setdefault("rm/heldout_accuracy", [float("nan")] * len(history))

@@ -48,8 +48,7 @@ from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without 
 
 from minippo.advantages import gae, whiten
 from minippo.history import History
-from minippo.lm.model import GPT, Generation, generate, logprob_mismatch, response_logprobs
-from minippo.lm.sft import optimizer_step, set_learning_rate
+from minippo.lm.model import GPT, logprob_mismatch, response_logprobs, sample_responses
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.objectives import (
     clip_fraction,
@@ -62,15 +61,18 @@ from minippo.objectives import (
     masked_mean,
     probability_ratio,
 )
-from minippo.schedules import AdaptiveKLController, warmup_cosine
-from minippo.utils import check_finite, check_range, generator, set_seed
+from minippo.optim import (check_optimizer_fields, optimizer_step, set_learning_rate,
+                           warmup_cosine_learning_rate)
+from minippo.schedules import AdaptiveKLController
+from minippo.utils import check_finite, check_range, check_types, generator, set_seed
 
 __all__ = [
     "RLHFConfig",
     "RewardFn",
     "kl_penalized_rewards",
+    "kl_to_reference",
     "generation_stats",
-    "sample_responses",
+    "start_fine_tuning",
     "RolloutBatch",
     "make_rollout",
     "ppo_loss",
@@ -105,8 +107,8 @@ class RLHFConfig:
     gae_lambda: float = 1.0  #: GAE lambda; TRL's 0.95 assumes a trained critic (see module docstring)
     kl_coef: float = 0.05  #: beta, initial per-token KL coefficient (InstructGPT 0.02, TRL 0.2)
     adaptive_kl: bool = False  #: adapt beta with Ziegler et al.'s controller
-    kl_target: float = 1.0  #: the controller's target KL, nats per response (Ziegler: 6-10 with GPT-2)
-    kl_horizon: int = 2000  #: the controller's horizon in responses (Ziegler/TRL: 10000)
+    adaptive_kl_target: float = 1.0  #: the controller's target KL to the reference, nats per response (Ziegler: 6-10 with GPT-2)
+    adaptive_kl_horizon: int = 2000  #: the controller's horizon in responses (Ziegler/TRL: 10000)
     #: stop the epochs when KL(old || new) per token exceeds it; None = never (CleanRL: 0.015;
     #: measured here: at 0.1, runs without a KL penalty took steps that wrecked the policy)
     target_kl: float | None = 0.02
@@ -114,19 +116,16 @@ class RLHFConfig:
     norm_adv: bool = True  #: whiten advantages over the batch's response tokens
     max_grad_norm: float | None = 1.0  #: global gradient-norm clip; None = off
     separate_critic: bool = True  #: a separate value model (a copy of the SFT model), not the policy's head
+    adam_eps: float = 1e-5  #: Adam epsilon (CleanRL and TRL: 1e-5)
 
     def __post_init__(self):
-        check_range("iterations", self.iterations, 1)
+        check_types(self)
+        check_optimizer_fields(self)
         check_range("batch_size", self.batch_size, 2)
         check_range("max_new_tokens", self.max_new_tokens, 1)
         check_range("temperature", self.temperature, 0.0, low_open=True)
         check_range("update_epochs", self.update_epochs, 1)
         check_range("num_minibatches", self.num_minibatches, 1, self.batch_size)
-        check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
-        if not isinstance(self.warmup_iterations, int) or not 0 <= self.warmup_iterations < self.iterations:
-            raise ValueError(f"warmup_iterations must be an int in [0, {self.iterations}), "
-                             f"got {self.warmup_iterations!r}")
-        check_range("min_learning_rate", self.min_learning_rate, 0.0, self.learning_rate)
         check_range("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
         check_range("clip_value_eps", self.clip_value_eps, 0.0, low_open=True)
         check_range("vf_coef", self.vf_coef, 0.0)
@@ -134,12 +133,10 @@ class RLHFConfig:
         check_range("gamma", self.gamma, 0.0, 1.0)
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("kl_coef", self.kl_coef, 0.0)
-        check_range("kl_target", self.kl_target, 0.0, low_open=True)
-        check_range("kl_horizon", self.kl_horizon, 0, low_open=True)
+        check_range("adaptive_kl_target", self.adaptive_kl_target, 0.0, low_open=True)
+        check_range("adaptive_kl_horizon", self.adaptive_kl_horizon, 0, low_open=True)
         if self.target_kl is not None:
             check_range("target_kl", self.target_kl, 0.0, low_open=True)
-        if self.max_grad_norm is not None:
-            check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
 
     @property
     def minibatch_size(self) -> int:
@@ -172,20 +169,34 @@ def kl_penalized_rewards(score: torch.Tensor, logp: torch.Tensor, logp_ref: torc
     return rewards * m, kl
 
 
+def kl_to_reference(logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor) -> dict:
+    """How far the policy has moved from the reference, per response: ``rlhf/kl_to_ref``, the sum
+    over a response's tokens of the k1 estimate ``log pi - log pi_ref`` (unbiased for the sequence
+    KL; what the penalty charges), and ``rlhf/kl_to_ref_k3`` with k3 (never negative), both
+    averaged over the batch.  ``(B, R)`` inputs, tokens drawn from the policy.  Every
+    language-model RL trainer and :func:`evaluate` report these two."""
+    m = mask.to(logp.dtype)  # (B, R)
+    return {"rlhf/kl_to_ref": float((kl_k1(logp, logp_ref) * m).sum(dim=1).mean()),
+            "rlhf/kl_to_ref_k3": float((kl_k3(logp, logp_ref) * m).sum(dim=1).mean())}
+
+
 def generation_stats(response: torch.Tensor, mask: torch.Tensor, finished: torch.Tensor,
                      texts: Sequence[str]) -> dict:
-    """Sequence-level statistics of a batch of responses (the source material's list).
+    """Sequence-level statistics of a batch of responses (the source material's list, and the
+    completion statistics TRL logs).
 
-    ``gen/mean_length`` (tokens, EOS included), ``gen/distinct_responses`` (fraction of distinct
-    texts in the batch; a collapsing policy drives it down), ``gen/repetition_rate`` (fraction of
-    adjacent token pairs that repeat, averaged over responses) and ``gen/truncation_rate``
-    (fraction without EOS).  Chapter 6.
+    ``gen/mean_length``, ``gen/min_length``, ``gen/max_length`` (tokens, EOS included),
+    ``gen/distinct_responses`` (fraction of distinct texts in the batch; a collapsing policy
+    drives it down), ``gen/repetition_rate`` (fraction of adjacent token pairs that repeat,
+    averaged over responses) and ``gen/truncation_rate`` (fraction without EOS).  Chapter 6.
     """
     lengths = mask.sum(dim=1).to(torch.float32)  # (B,)
     same_as_prev = (response[:, 1:] == response[:, :-1]) & mask[:, 1:]  # (B, R-1)
     pairs = (lengths - 1).clamp(min=1)  # (B,)
     return {
         "gen/mean_length": float(lengths.mean()),
+        "gen/min_length": float(lengths.min()),
+        "gen/max_length": float(lengths.max()),
         "gen/distinct_responses": len(set(texts)) / max(len(texts), 1),
         "gen/repetition_rate": float((same_as_prev.sum(dim=1) / pairs).mean()),
         "gen/truncation_rate": float((~finished).float().mean()),
@@ -193,16 +204,6 @@ def generation_stats(response: torch.Tensor, mask: torch.Tensor, finished: torch
 
 
 # --------------------------------------------------------------------------- the rollout
-def sample_responses(policy: GPT, prompts: Sequence[str], tokenizer: CharTokenizer, max_new_tokens: int,
-                     temperature: float = 1.0,
-                     generator: torch.Generator | None = None) -> tuple[Generation, list]:
-    """Encode ``prompts`` (with BOS), left-pad, generate; returns ``(generation, response texts)``."""
-    ids, mask = tokenizer.pad_left([tokenizer.encode(p, bos=True) for p in prompts])  # (B, P)
-    gen = generate(policy, ids, mask, max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
-                   temperature=temperature, generator=generator)
-    return gen, [tokenizer.decode(r) for r in gen.response]
-
-
 @dataclass
 class RolloutBatch:
     """Everything one PPO update needs, for B responses of width R (tensors ``(B, R)`` unless noted)."""
@@ -261,8 +262,7 @@ def make_rollout(policy: GPT, reference: GPT, prompts: Sequence[str], tokenizer:
         "ppo/reward_std": float(ret_total.std()),
         "rlhf/score": float(score.mean()),
         "rlhf/non_score_reward": float(non_score.mean()),
-        "rlhf/kl_to_ref": float(kl.sum(dim=1).mean()),
-        "rlhf/kl_to_ref_k3": float((kl_k3(logp, logp_ref) * mask).sum(dim=1).mean()),
+        **kl_to_reference(logp, logp_ref, mask),
         "rlhf/logprob_mismatch": logprob_mismatch(gen.logp, logp, mask),
         **generation_stats(gen.response, mask, gen.finished, texts),
         **reward_metrics,
@@ -317,7 +317,7 @@ def update(policy: GPT, optimizer: torch.optim.Optimizer, batch: RolloutBatch, c
             idx = perm[start: start + config.minibatch_size]
             loss, stats = ppo_loss(policy, batch, idx, config, critic)
             check_finite(iteration, policy_loss=stats["pg"], value_loss=stats["vf"])
-            optimizer_step(params, optimizer, loss, config.max_grad_norm)
+            stats["grad_norm"] = optimizer_step(params, optimizer, loss, config.max_grad_norm)
             log.append(stats)
             if config.target_kl is not None and float(stats["kl"]) > config.target_kl:
                 stop = True
@@ -334,44 +334,64 @@ def update(policy: GPT, optimizer: torch.optim.Optimizer, batch: RolloutBatch, c
         "ppo/ratio_mean": mean("ratio_mean"), "ppo/ratio_std": mean("ratio_std"),
         "ppo/explained_variance": explained_variance(v, ret), "ppo/value_pred_mean": float(v.mean()),
         "ppo/mean_advantage": float(masked_mean(batch.adv, batch.mask)),
+        "ppo/grad_norm": mean("grad_norm"), "ppo/num_gradient_steps": float(len(log)),
         "ppo/epochs": epochs, "ppo/early_stopped": float(stop),
     }
 
 
 # --------------------------------------------------------------------------- the loop
-def train(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, config: RLHFConfig = RLHFConfig(), *,
-          tokenizer: CharTokenizer | None = None, reference: GPT | None = None, seed: int = 0,
-          progress: bool = True) -> tuple[GPT, History]:
+def start_fine_tuning(policy: GPT, reference: GPT | None, seed: int,
+                      tokenizer: CharTokenizer | None) -> tuple[CharTokenizer, GPT, torch.Generator]:
+    """What every language-model RL trainer does first: seed, freeze a copy of the reference
+    (default: of the policy as given, the SFT model), and make the sampling generator.  Returns
+    ``(tokenizer, frozen reference, generator)``."""
+    set_seed(seed)
+    # a frozen copy: freezing the caller's model in place would stop it training later
+    reference = copy.deepcopy(reference if reference is not None else policy)
+    reference.eval().requires_grad_(False)
+    return tokenizer or CharTokenizer(), reference, generator(seed)
+
+
+def draw_prompts(prompts: Sequence[str] | Callable[[int], Sequence[str]], iteration: int,
+                 count: int, gen: torch.Generator) -> list[str]:
+    """``count`` prompts drawn uniformly, with replacement, from the pool of ``iteration``:
+    ``prompts`` itself, or ``prompts(iteration)`` when it is a function (a curriculum)."""
+    pool = list(prompts(iteration) if callable(prompts) else prompts)
+    if not pool:
+        raise ValueError(f"prompts must not be empty (iteration {iteration})")
+    return [pool[i] for i in torch.randint(len(pool), (count,), generator=gen).tolist()]
+
+
+def train(policy: GPT, prompts: Sequence[str] | Callable[[int], Sequence[str]], reward_fn: RewardFn,
+          config: RLHFConfig = RLHFConfig(), *, tokenizer: CharTokenizer | None = None,
+          reference: GPT | None = None, seed: int = 0, progress: bool = True) -> tuple[GPT, History]:
     """RLHF-PPO: ``iterations`` rounds of (sample ``batch_size`` prompts, generate, score, update).
 
+    ``prompts`` is the pool every iteration samples from, or a function of the iteration
+    (0-based) that returns the pool: a curriculum, e.g. ``lambda it: easy if it < 10 else all``.
     ``policy`` is fine-tuned in place and returned; ``reference`` defaults to a frozen copy of
     the policy as given (the SFT model).  One history row per iteration: the ``ppo/...``,
     ``rlhf/...``, ``gen/...`` metrics, the reward function's own (``code/...``),
     ``global_step`` (response tokens sampled so far: one token is one step of the token MDP),
     ``time/elapsed`` and ``time/steps_per_second``.  Each response is also logged as an episode.
     """
-    tokenizer = tokenizer or CharTokenizer()
-    set_seed(seed)
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts must not be empty")
-    # a frozen copy: freezing the caller's model in place would stop it training later
-    reference = copy.deepcopy(reference if reference is not None else policy)
-    reference.eval().requires_grad_(False)
+    tokenizer, reference, gen = start_fine_tuning(policy, reference, seed, tokenizer)
+    if not callable(prompts):
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("prompts must not be empty")
     critic = copy.deepcopy(policy) if config.separate_critic else None
     modules = [policy] + ([critic] if critic is not None else [])
     params = [p for mod in modules for p in mod.parameters()]
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)  # eps as CleanRL/TRL
-    kl_ctl = AdaptiveKLController(config.kl_coef, config.kl_target if config.adaptive_kl else None,
-                                  config.kl_horizon)
-    gen = generator(seed)
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
+    kl_ctl = AdaptiveKLController(config.kl_coef,
+                                  config.adaptive_kl_target if config.adaptive_kl else None,
+                                  config.adaptive_kl_horizon)
     history, start, global_step = History(config=config), time.perf_counter(), 0
     for it in tqdm(range(config.iterations), desc="RLHF-PPO", disable=not progress):
-        lr = warmup_cosine(it, config.iterations, config.learning_rate, config.warmup_iterations,
-                           config.min_learning_rate)
+        lr = warmup_cosine_learning_rate(config, it)
         set_learning_rate(optimizer, lr)
-        pick = torch.randint(len(prompts), (config.batch_size,), generator=gen)  # (B,)
-        batch_prompts = [prompts[i] for i in pick.tolist()]
+        batch_prompts = draw_prompts(prompts, it, config.batch_size, gen)
         kl_coef = kl_ctl.value
         batch, metrics, _ = make_rollout(policy, reference, batch_prompts, tokenizer, reward_fn, config,
                                          kl_coef, gen, critic)
@@ -409,7 +429,5 @@ def evaluate(policy: GPT, prompts: Sequence[str], reward_fn: RewardFn, *, tokeni
         t = temperature if temperature > 0 else 1.0
         logp, _, _ = response_logprobs(policy, gen.tokens, gen.attention_mask, gen.prompt_len, t)
         logp_ref, _, _ = response_logprobs(reference, gen.tokens, gen.attention_mask, gen.prompt_len, t)
-        m = gen.response_mask
-        metrics["rlhf/kl_to_ref"] = float((kl_k1(logp, logp_ref) * m).sum(dim=1).mean())
-        metrics["rlhf/kl_to_ref_k3"] = float((kl_k3(logp, logp_ref) * m).sum(dim=1).mean())
+        metrics.update(kl_to_reference(logp, logp_ref, gen.response_mask))
     return metrics

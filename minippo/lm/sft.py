@@ -29,60 +29,30 @@ from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without 
 from minippo.history import History
 from minippo.lm.model import GPT, GPTConfig
 from minippo.lm.tokenizer import CharTokenizer
-from minippo.schedules import warmup_cosine
-from minippo.utils import check_finite, check_range, generator, set_seed, shifted_seed
+from minippo.optim import (check_optimizer_fields, optimizer_step, set_learning_rate,
+                           warmup_cosine_learning_rate)
+from minippo.utils import check_finite, check_range, check_types, generator, set_seed, shifted_seed
 
-__all__ = ["SFTConfig", "check_training_fields", "set_learning_rate", "optimizer_step", "sft_batch", "sft_loss", "train_sft", "pretrained_sft",
-           "cache_dir"]
+__all__ = ["SFTConfig", "sft_batch", "sft_loss", "train_sft", "pretrained_sft", "cache_dir"]
 
 
 @dataclass(frozen=True)
 class SFTConfig:
     """Supervised fine-tuning of the tiny GPT on (prompt, response) pairs."""
 
-    steps: int = 800  #: optimizer steps (measured: fewer leave the digit-copying half learnt)
+    iterations: int = 800  #: optimizer steps (measured: fewer leave the digit-copying half learnt)
     batch_size: int = 32  #: examples per step
     learning_rate: float = 3e-3  #: peak LR; small transformers tolerate 1e-3..5e-3 (nanoGPT's char model: 1e-3)
-    warmup_steps: int = 20  #: linear warm-up steps, then cosine decay
+    warmup_iterations: int = 20  #: linear warm-up steps, then cosine decay
     min_learning_rate: float = 3e-4  #: cosine floor (nanoGPT: peak / 10)
     weight_decay: float = 0.01  #: AdamW weight decay (the source material's value)
     max_grad_norm: float = 1.0  #: global gradient-norm clip (nanoGPT)
     model: GPTConfig = field(default_factory=GPTConfig)  #: sizes of the GPT that is trained
 
     def __post_init__(self):
-        check_training_fields(self)
-
-
-def check_training_fields(config) -> None:
-    """Validate the fields that SFT, the reward model and DPO share: ``steps``, ``batch_size``,
-    ``learning_rate``, ``warmup_steps``, ``min_learning_rate``, ``weight_decay`` and
-    ``max_grad_norm`` (the last two where the config has them; ``None`` turns clipping off)."""
-    check_range("steps", config.steps, 1)
-    check_range("batch_size", config.batch_size, 1)
-    check_range("learning_rate", config.learning_rate, 0.0, low_open=True)
-    if not isinstance(config.warmup_steps, int) or not 0 <= config.warmup_steps < config.steps:
-        raise ValueError(f"warmup_steps must be an int in [0, {config.steps}), got {config.warmup_steps!r}")
-    check_range("min_learning_rate", config.min_learning_rate, 0.0, config.learning_rate)
-    if hasattr(config, "weight_decay"):
-        check_range("weight_decay", config.weight_decay, 0.0)
-    if getattr(config, "max_grad_norm", None) is not None:
-        check_range("max_grad_norm", config.max_grad_norm, 0.0, low_open=True)
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate (the loops compute it from a schedule)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def optimizer_step(params, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                   max_grad_norm: float | None) -> None:
-    """``zero_grad``, ``backward``, clip the global gradient norm of ``params`` (unless ``None``), ``step``."""
-    optimizer.zero_grad()
-    loss.backward()
-    if max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
+        check_types(self)
+        check_optimizer_fields(self)
+        check_range("batch_size", self.batch_size, 1)
 
 
 def sft_batch(tokenizer: CharTokenizer, examples: list[tuple[str, str]]):
@@ -121,8 +91,8 @@ def train_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfig(),
     """Fit a (new, or the given) GPT to ``examples`` by SFT; returns ``(model, history)``.
 
     Each step draws ``batch_size`` examples uniformly with replacement from a seeded generator.
-    The history logs ``sft/loss``, ``sft/learning_rate``, ``global_step`` (examples seen) and
-    ``time/elapsed`` per step.
+    The history logs ``sft/loss``, ``sft/learning_rate``, ``sft/grad_norm`` (before clipping),
+    ``global_step`` (examples seen) and ``time/elapsed`` per step.
     """
     tokenizer = tokenizer or CharTokenizer()
     if config.model.vocab_size != tokenizer.vocab_size:
@@ -135,18 +105,19 @@ def train_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfig(),
     data = sft_batch(tokenizer, examples)  # encode once; batches are row subsets
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     history, start = History(config=config), time.perf_counter()
-    for step in tqdm(range(config.steps), desc="SFT", disable=not progress):
-        lr = warmup_cosine(step, config.steps, config.learning_rate, config.warmup_steps, config.min_learning_rate)
+    for step in tqdm(range(config.iterations), desc="SFT", disable=not progress):
+        lr = warmup_cosine_learning_rate(config, step)
         set_learning_rate(opt, lr)
         idx = torch.randint(len(examples), (config.batch_size,), generator=gen)  # (B,)
         tokens, attn, lmask = (x[idx] for x in data)
         width = int(attn.sum(1).max())  # drop all-padding columns
         loss = sft_loss(model, tokens[:, :width], attn[:, :width], lmask[:, :width])
         check_finite(step, sft_loss=loss)
-        optimizer_step(model.parameters(), opt, loss, config.max_grad_norm)
+        grad_norm = optimizer_step(list(model.parameters()), opt, loss, config.max_grad_norm)
         history.log_update({"global_step": (step + 1) * config.batch_size,
                             "time/elapsed": time.perf_counter() - start,
-                            "sft/loss": loss.item(), "sft/learning_rate": lr})
+                            "sft/loss": loss.item(), "sft/learning_rate": lr,
+                            "sft/grad_norm": float(grad_norm)})
     model.eval()
     return model, history
 
@@ -171,7 +142,7 @@ def pretrained_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfi
     tokenizer = tokenizer or CharTokenizer()
     numerics = (torch.__version__, torch.backends.cpu.get_cpu_capability(), os.environ.get("MKL_CBWR"),
                 torch.get_num_threads())
-    fingerprint = repr(("sft-cache-v3", examples, config, shifted_seed(seed), tokenizer.chars, numerics))
+    fingerprint = repr(("sft-cache-v4", examples, config, shifted_seed(seed), tokenizer.chars, numerics))
     key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
     path = os.path.join(cache_dir(), f"sft-{key}.pt")
     if cache and os.path.exists(path):
