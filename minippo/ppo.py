@@ -186,7 +186,7 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
         "ppo/mean_advantage": float(adv.mean()),
         "ppo/learning_rate": optimizer.param_groups[0]["lr"],
         "ppo/num_gradient_steps": float(steps),
-        "ppo/epochs": float(epochs),
+        "ppo/epochs": epochs,
         "ppo/early_stopped": float(stop),
     })
     return metrics

@@ -92,7 +92,7 @@ def check_same_shape(**tensors: torch.Tensor) -> None:
 def check_range(name: str, value, low=None, high=None, *, low_open=False, high_open=False) -> None:
     """Raise ``ValueError`` naming ``name`` and the allowed range unless ``value`` lies in it
     (``TypeError`` if it is not a real number at all, e.g. the string ``"0.01"``)."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+    if value is not None and (isinstance(value, (bool, str)) or not hasattr(value, "__float__")):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     bad = value is None or (isinstance(value, float) and math.isnan(value))
     if not bad and low is not None:
