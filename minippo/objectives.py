@@ -291,8 +291,8 @@ def explained_variance(v: Tensor, ret: Tensor, *, mask: Tensor | None = None) ->
     return float(1.0 - (ret - v).var(unbiased=False) / var_ret)
 
 
-def update_diagnostics(logp_old: Tensor, logp: Tensor, entropy: Tensor, v_old: Tensor, ret: Tensor,
-                       clip_eps: float = DIAGNOSTIC_CLIP_EPS, *,
+def update_diagnostics(logp_old: Tensor, logp: Tensor, entropy: Tensor, v_old: Tensor | None,
+                       ret: Tensor | None, clip_eps: float = DIAGNOSTIC_CLIP_EPS, *,
                        mask: Tensor | None = None) -> dict[str, float]:
     r"""What one update changed, measured *after* it on the whole batch it was computed from.
 
@@ -309,6 +309,8 @@ def update_diagnostics(logp_old: Tensor, logp: Tensor, entropy: Tensor, v_old: T
       (:func:`explained_variance`; how well the critic did, as SB3 and CleanRL measure it);
     * ``value_pred_mean``: mean of those values.
 
+    Without a critic (GRPO, RLOO: ``v_old = ret = None``) the last two are left out.
+
     Names are bare; a trainer prefixes them with its own (``ppo/kl_divergence``,
     ``trpo/kl_divergence``, ...).  Flat ``(N,)`` inputs, or ``(B, L)`` tokens with ``mask``.
     Measuring once after the update, rather than averaging what each minibatch saw before its
@@ -317,12 +319,14 @@ def update_diagnostics(logp_old: Tensor, logp: Tensor, entropy: Tensor, v_old: T
     """
     ratio = probability_ratio(logp, logp_old)  # (N,) or (B, L)
     r = ratio if mask is None else ratio[mask.bool()]  # (N,) valid samples
-    return {
+    metrics = {
         "kl_divergence": float(masked_mean(kl_k3(logp_old, logp), mask)),
         "clip_fraction": float(clip_fraction(r, clip_eps)),
         "ratio_mean": float(r.mean()),
         "ratio_std": float(r.std()) if r.numel() > 1 else 0.0,
         "entropy": float(masked_mean(entropy, mask)),
-        "explained_variance": explained_variance(v_old, ret, mask=mask),
-        "value_pred_mean": float(masked_mean(v_old, mask)),
     }
+    if v_old is not None:
+        metrics["explained_variance"] = explained_variance(v_old, ret, mask=mask)
+        metrics["value_pred_mean"] = float(masked_mean(v_old, mask))
+    return metrics

@@ -121,9 +121,10 @@ def test_grpo_and_rloo_run_and_log_the_shared_metrics(policy):
         own = "grpo" if train is train_grpo else "rloo"  # each logs its update under its own name
         for name in ("rlhf/score", "rlhf/kl_to_ref", "gen/mean_length", "gen/min_length", "gen/max_length",
                      "gen/truncation_rate", f"{own}/policy_loss", f"{own}/grad_norm", f"{own}/learning_rate",
-                     "rlhf/logprob_mismatch"):
+                     f"{own}/kl_divergence", f"{own}/clip_fraction", f"{own}/entropy", "rlhf/logprob_mismatch"):
             assert len(h[name]) == 2, name
         assert not any(name.startswith("ppo/") for name in h.updates)
+        assert all(kl >= 0 for kl in h[f"{own}/kl_divergence"]) and h.algorithm == own
         assert h["rlhf/logprob_mismatch"][0] < 1e-4
         assert h["rlhf/score"] == runs[1]["rlhf/score"]  # same seed, same numbers
 

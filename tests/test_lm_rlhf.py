@@ -17,6 +17,7 @@ from minippo.lm.rlhf import (
     make_rollout,
     ppo_loss,
     train,
+    update,
 )
 from minippo.lm.sft import SFTConfig, pretrained_sft
 from minippo.lm.tokenizer import CharTokenizer
@@ -244,3 +245,42 @@ def test_prompts_can_follow_a_schedule(policy):
     assert fixed["rlhf/score"] == same_pool["rlhf/score"]  # a constant schedule is the plain pool
     with pytest.raises(ValueError, match="prompts must not be empty"):
         train(copy.deepcopy(policy), lambda it: [], length_reward, cfg, seed=0, progress=False)
+
+
+def _kl_after_steps(policy, batch, cfg, steps):
+    """k3 KL(old || new) per token on the whole batch after ``steps`` full-batch PPO steps: with
+    one minibatch per epoch, the KL that update() measures before step ``steps + 1``."""
+    from minippo.lm.model import response_logprobs
+    from minippo.objectives import kl_k3, masked_mean
+
+    pol, critic = copy.deepcopy(policy), copy.deepcopy(policy)
+    optimizer = torch.optim.Adam([*pol.parameters(), *critic.parameters()], lr=1e-3, eps=1e-5)
+    metrics = update(pol, optimizer, batch, dataclasses.replace(cfg, update_epochs=steps, target_kl=None),
+                     generator=torch.Generator().manual_seed(0), critic=critic)
+    assert metrics["ppo/num_gradient_steps"] == steps
+    with torch.no_grad():
+        logp, _, _ = response_logprobs(pol, batch.tokens, batch.attention_mask, batch.prompt_len, cfg.temperature)
+    return float(masked_mean(kl_k3(batch.logp, logp), batch.mask)), metrics
+
+
+def test_target_kl_stops_before_the_step_that_would_cross_one_and_a_half_times_it(policy):
+    """RLHF-PPO's early stop is CartPole PPO's: before a minibatch step whose pre-step per-token
+    KL(old || new) exceeds 1.5 x target_kl.  With one minibatch per epoch the KL before step 2 is
+    the KL after step 1, so a target just above KL/1.5 allows step 2 and a target just below
+    stops after step 1."""
+    cfg = small_config(batch_size=16, num_minibatches=1, update_epochs=4)
+    batch, _, _ = make_rollout(policy, copy.deepcopy(policy), (PROMPTS * 6)[:16], TOK, length_reward, cfg,
+                               kl_coef=0.05, generator=torch.Generator().manual_seed(0),
+                               critic=copy.deepcopy(policy))
+    kl1, after1 = _kl_after_steps(policy, batch, cfg, 1)
+    kl2, _ = _kl_after_steps(policy, batch, cfg, 2)
+    assert kl2 > 1.05 * kl1 > 0
+    # the logged KL is measured after the update, on the whole batch (as CartPole's)
+    assert after1["ppo/kl_divergence"] == pytest.approx(kl1, rel=1e-5)
+    for target, steps in [(kl1 / 1.5 * 1.02, 2), (kl1 / 1.5 * 0.98, 1)]:
+        pol, critic = copy.deepcopy(policy), copy.deepcopy(policy)
+        optimizer = torch.optim.Adam([*pol.parameters(), *critic.parameters()], lr=1e-3, eps=1e-5)
+        metrics = update(pol, optimizer, batch, dataclasses.replace(cfg, target_kl=target),
+                         generator=torch.Generator().manual_seed(0), critic=critic)
+        assert metrics["ppo/num_gradient_steps"] == steps, (target, kl1, kl2)
+        assert metrics["ppo/early_stopped"] == 1.0

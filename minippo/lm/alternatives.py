@@ -39,20 +39,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
-from minippo.history import History
+from minippo.history import History, prefixed
 from minippo.lm.model import GPT, logprob_mismatch, response_logprobs, sample_responses
 from minippo.lm.reward_model import PreferencePair
 from minippo.lm.rlhf import (RewardFn, draw_prompts, generation_stats, kl_to_reference,
                              start_fine_tuning)
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.objectives import (
-    clip_fraction,
+    DIAGNOSTIC_CLIP_EPS,
     clipped_surrogate,
     kl_k1,
     kl_k3,
     masked_mean,
     policy_gradient_loss,
-    probability_ratio,
+    update_diagnostics,
 )
 from minippo.optim import (check_optimizer_fields, optimizer_step, set_learning_rate,
                            warmup_cosine_learning_rate)
@@ -234,6 +234,17 @@ def _group_rollout(policy: GPT, reference: GPT, prompts, tokenizer: CharTokenize
     return gen, score, logp, logp_ref, kl, metrics
 
 
+@torch.no_grad()
+def _after_update(policy: GPT, gen, logp_old: torch.Tensor, clip_eps: float, temperature: float) -> dict:
+    """:func:`minippo.objectives.update_diagnostics` of the updated ``policy`` on the batch it was
+    updated on (no critic: KL, clip fraction, ratios, entropy), as RLHF-PPO and CartPole measure
+    them; ``policy`` is left in eval mode."""
+    policy.eval()
+    logp, entropy, _ = response_logprobs(policy, gen.tokens, gen.attention_mask, gen.prompt_len,
+                                         temperature)  # (B, R)
+    return update_diagnostics(logp_old, logp, entropy, None, None, clip_eps, mask=gen.response_mask)
+
+
 # --------------------------------------------------------------------------- GRPO
 def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor, adv: torch.Tensor,
               mask: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
@@ -291,19 +302,15 @@ def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig = G
                 loss = grpo_loss(logp, logp_old[idx], logp_ref[idx], adv[idx], m, config)
                 check_finite(it, policy_loss=loss)
                 grad_norm = optimizer_step(params, optimizer, loss, config.max_grad_norm)
-                with torch.no_grad():
-                    ratio = probability_ratio(logp, logp_old[idx])[m]
-                    stats.append((loss.item(), float(masked_mean(kl_k3(logp_old[idx], logp), m)),
-                                  float(clip_fraction(ratio, config.clip_eps)), float(grad_norm)))
-        policy.eval()
+                stats.append((loss.item(), float(grad_norm)))
+        diagnostics = _after_update(policy, gen, logp_old, config.clip_eps, config.temperature)
         global_step += int(gen.response_mask.sum())
         elapsed = time.perf_counter() - start
         history.log_update({"global_step": global_step, "time/elapsed": elapsed, **metrics,
                             "rollout/episodic_return": float(score.mean()),
+                            **prefixed("grpo", diagnostics),
                             "grpo/policy_loss": sum(s[0] for s in stats) / len(stats),
-                            "grpo/kl_divergence": sum(s[1] for s in stats) / len(stats),
-                            "grpo/clip_fraction": sum(s[2] for s in stats) / len(stats),
-                            "grpo/grad_norm": sum(s[3] for s in stats) / len(stats),
+                            "grpo/grad_norm": sum(s[1] for s in stats) / len(stats),
                             "grpo/learning_rate": lr,
                             "grpo/mean_reward": float(score.mean()), "grpo/reward_std": float(score.std()),
                             "grpo/zero_std_groups": float((_groups(score, config.group_size).std(dim=1) == 0)
@@ -330,8 +337,8 @@ def train_rloo(policy: GPT, prompts, reward_fn: RewardFn, config: RLOOConfig = R
     for it in tqdm(range(config.iterations), desc="RLOO", disable=not progress):
         lr = warmup_cosine_learning_rate(config, it)
         set_learning_rate(optimizer, lr)
-        gen, score, _, _, kl, metrics = _group_rollout(policy, reference, prompts, tokenizer, reward_fn, config,
-                                                       gen_rng, it)
+        gen, score, logp_old, _, kl, metrics = _group_rollout(policy, reference, prompts, tokenizer, reward_fn,
+                                                              config, gen_rng, it)
         ret = score - config.kl_coef * kl.sum(dim=1)  # (B,)
         adv = leave_one_out_advantages(ret, config.group_size)  # (B,)
         policy.train()
@@ -341,11 +348,12 @@ def train_rloo(policy: GPT, prompts, reward_fn: RewardFn, config: RLOOConfig = R
         loss = policy_gradient_loss(seq_logp, adv)
         check_finite(it, policy_loss=loss)
         grad_norm = optimizer_step(params, optimizer, loss, config.max_grad_norm)
-        policy.eval()
+        diagnostics = _after_update(policy, gen, logp_old, DIAGNOSTIC_CLIP_EPS, config.temperature)
         global_step += int(m.sum())
         elapsed = time.perf_counter() - start
         history.log_update({"global_step": global_step, "time/elapsed": elapsed, **metrics,
-                            "rollout/episodic_return": float(ret.mean()), "rloo/policy_loss": loss.item(),
+                            "rollout/episodic_return": float(ret.mean()), **prefixed("rloo", diagnostics),
+                            "rloo/policy_loss": loss.item(),
                             "rloo/mean_reward": float(ret.mean()), "rloo/reward_std": float(ret.std()),
                             "rloo/mean_advantage": float(adv.mean()), "rloo/grad_norm": float(grad_norm),
                             "rloo/learning_rate": lr, "rlhf/kl_coef": config.kl_coef,

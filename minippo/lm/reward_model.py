@@ -34,7 +34,7 @@ from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without 
 from minippo.history import History
 from minippo.lm.model import GPT, sample_responses
 from minippo.lm.tokenizer import CharTokenizer
-from minippo.optim import (check_optimizer_fields, optimizer_step, set_learning_rate,
+from minippo.optim import (adamw, check_optimizer_fields, optimizer_step, set_learning_rate,
                            warmup_cosine_learning_rate)
 from minippo.utils import check_finite, check_range, check_types, generator, rng, set_seed
 
@@ -62,7 +62,7 @@ class RewardModelConfig:
     learning_rate: float = 1e-3  #: peak LR
     warmup_iterations: int = 10  #: linear warm-up, then cosine decay
     min_learning_rate: float = 1e-4  #: cosine floor
-    weight_decay: float = 0.0  #: AdamW weight decay
+    weight_decay: float = 0.0  #: AdamW weight decay of the weight matrices
     max_grad_norm: float = 1.0  #: global gradient-norm clip
 
     def __post_init__(self):
@@ -226,7 +226,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], init: GPT, config: Rewar
     nn.init.zeros_(gpt.value_head.weight)
     nn.init.zeros_(gpt.value_head.bias)
     rm = RewardModel(gpt).train()
-    opt = torch.optim.AdamW(rm.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    opt = adamw([rm], config.learning_rate, config.weight_decay)  # decays the weight matrices only
     gen = generator(seed)
     history, start = History(config=config), time.perf_counter()
     for step in tqdm(range(config.iterations), desc="reward model", disable=not progress):

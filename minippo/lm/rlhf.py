@@ -14,8 +14,8 @@ The return of the whole response is then ``s - beta * k1-KL(policy || reference)
 it is the PPO of chapters 4-5, reused, not rewritten (STYLE.md #10): GAE with ``gamma = 1``
 (``minippo.advantages.gae`` with ``time_dim=1`` and the response mask), advantage (and,
 optionally, reward) whitening (``minippo.advantages.whiten``), the clipped surrogate and clipped value loss
-(``minippo.objectives``), early stopping when the KL between old and new policy passes
-``target_kl``, Ziegler's adaptive KL controller (``minippo.schedules.AdaptiveKLController``) and
+(``minippo.objectives``), the early stop of chapter 5 (epochs end before a minibatch step
+whose KL between old and new policy passes 1.5 ``target_kl``), Ziegler's adaptive KL controller (``minippo.schedules.AdaptiveKLController``) and
 a warm-up + cosine learning rate (``minippo.schedules.warmup_cosine``).
 
 Two measured choices differ from TRL's defaults.  ``gae_lambda = 1``: the value head starts at
@@ -39,6 +39,7 @@ Chapters: 6 (from CartPole to tokens), 7 (reward models and over-optimisation), 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -47,19 +48,18 @@ import torch
 from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without it
 
 from minippo.advantages import gae, whiten
-from minippo.history import History
+from minippo.history import History, prefixed
 from minippo.lm.model import GPT, logprob_mismatch, response_logprobs, sample_responses
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.objectives import (
-    clip_fraction,
+    TARGET_KL_FACTOR,
     clipped_surrogate,
     clipped_value_loss,
     entropy_bonus,
-    explained_variance,
     kl_k1,
     kl_k3,
     masked_mean,
-    probability_ratio,
+    update_diagnostics,
 )
 from minippo.optim import (check_optimizer_fields, optimizer_step, set_learning_rate,
                            warmup_cosine_learning_rate)
@@ -109,8 +109,9 @@ class RLHFConfig:
     adaptive_kl: bool = False  #: adapt beta with Ziegler et al.'s controller
     adaptive_kl_target: float = 1.0  #: the controller's target KL to the reference, nats per response (Ziegler: 6-10 with GPT-2)
     adaptive_kl_horizon: int = 2000  #: the controller's horizon in responses (Ziegler/TRL: 10000)
-    #: stop the epochs when KL(old || new) per token exceeds it; None = never (CleanRL: 0.015;
-    #: measured here: at 0.1, runs without a KL penalty took steps that wrecked the policy)
+    #: stop the epochs before a minibatch step whose KL(old || new) per token exceeds 1.5 x this
+    #: (CartPole PPO's rule); None = never (CleanRL: 0.015; measured here: at 0.1, runs without a
+    #: KL penalty took steps that wrecked the policy)
     target_kl: float | None = 0.02
     whiten_rewards: bool = False  #: scale rewards to unit variance (TRL's whiten_rewards, also off there)
     norm_adv: bool = True  #: whiten advantages over the batch's response tokens
@@ -278,7 +279,8 @@ def ppo_loss(policy: GPT, batch: RolloutBatch, idx: torch.Tensor, config: RLHFCo
     """PPO's loss on the rows ``idx`` of ``batch``: clipped surrogate + ``vf_coef`` x clipped value loss
     - ``ent_coef`` x entropy, each a mean over response tokens inside the mask (TRL's ``masked_mean``).
 
-    Returns ``(loss, stats)`` where ``stats`` holds detached tensors for the metrics.
+    Returns ``(loss, stats)``: ``stats`` holds the detached ``pg`` and ``vf`` losses and ``kl``,
+    the minibatch's per-token k3 KL(old || new) before the step (what ``target_kl`` checks).
     """
     tokens, attn, m = batch.tokens[idx], batch.attention_mask[idx], batch.mask[idx]  # (b, L), (b, L), (b, R)
     logp, entropy, v = response_logprobs(policy, tokens, attn, batch.prompt_len, config.temperature,
@@ -291,52 +293,60 @@ def ppo_loss(policy: GPT, batch: RolloutBatch, idx: torch.Tensor, config: RLHFCo
     ent = entropy_bonus(entropy, mask=m)
     loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * ent
     with torch.no_grad():
-        ratio = probability_ratio(logp, logp_old)[m]  # (N,) response tokens only
-        stats = {
-            "pg": pg_loss.detach(), "vf": v_loss.detach(), "ent": ent.detach(),
-            "kl": masked_mean(kl_k3(logp_old, logp), m),  # KL(old || new), per token
-            "clip": clip_fraction(ratio, config.clip_eps), "ratio_mean": ratio.mean(),
-            "ratio_std": ratio.std() if ratio.numel() > 1 else torch.tensor(0.0),
-            "v": v[m].detach(), "ret": ret[m],
-        }
+        stats = {"pg": pg_loss.detach(), "vf": v_loss.detach(),
+                 "kl": masked_mean(kl_k3(logp_old, logp), m)}  # KL(old || new), per token
     return loss, stats
 
 
 def update(policy: GPT, optimizer: torch.optim.Optimizer, batch: RolloutBatch, config: RLHFConfig,
            *, generator: torch.Generator | None = None, critic: GPT | None = None, iteration: int = 0) -> dict:
-    """``update_epochs`` passes of minibatch PPO over ``batch``; stops early when the per-token
-    KL(old || new) of a minibatch exceeds ``target_kl``.  Returns the ``ppo/...`` metrics,
-    averaged over the minibatch steps taken (``ppo/epochs`` says how many epochs ran)."""
+    """``update_epochs`` passes of minibatch PPO over ``batch``.
+
+    With ``target_kl`` set, the epochs stop before a minibatch step whose per-token k3 estimate
+    of KL(old || new) on that minibatch, measured before the step, exceeds
+    ``TARGET_KL_FACTOR * target_kl`` = 1.5 target_kl: the rule of CartPole's
+    :func:`minippo.ppo.update` (Spinning Up's).  Returns the ``ppo/...`` metrics: what the
+    update changed, measured after it on the whole batch
+    (:func:`minippo.objectives.update_diagnostics`, as CartPole's PPO measures it), the means
+    over the steps taken of the losses and of the gradient norm before clipping,
+    ``ppo/num_gradient_steps``, ``ppo/epochs`` (started) and ``ppo/early_stopped``.
+    """
     policy.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     B = batch.tokens.shape[0]
-    log, epochs, stop = [], 0, False
-    for epoch in range(config.update_epochs):
+    sums = {"policy_loss": 0.0, "value_loss": 0.0, "grad_norm": 0.0}
+    steps, epochs, stop = 0, 0, False
+    for _ in range(config.update_epochs):
+        epochs += 1
         perm = torch.randperm(B, generator=generator)
         for start in range(0, config.minibatch_size * config.num_minibatches, config.minibatch_size):
             idx = perm[start: start + config.minibatch_size]
             loss, stats = ppo_loss(policy, batch, idx, config, critic)
+            if config.target_kl is not None:
+                if float(stats["kl"]) > TARGET_KL_FACTOR * config.target_kl:  # checked before the step
+                    stop = True
+                    break
             check_finite(iteration, policy_loss=stats["pg"], value_loss=stats["vf"])
-            stats["grad_norm"] = optimizer_step(params, optimizer, loss, config.max_grad_norm)
-            log.append(stats)
-            if config.target_kl is not None and float(stats["kl"]) > config.target_kl:
-                stop = True
-                break
-        epochs += 1
+            grad_norm = optimizer_step(params, optimizer, loss, config.max_grad_norm)
+            sums["policy_loss"] += float(stats["pg"])
+            sums["value_loss"] += float(stats["vf"])
+            sums["grad_norm"] += float(grad_norm)
+            steps += 1
         if stop:
             break
     policy.eval()
-    v, ret = torch.cat([s["v"] for s in log]), torch.cat([s["ret"] for s in log])
-    mean = lambda k: float(torch.stack([s[k] for s in log]).mean())  # noqa: E731
-    return {
-        "ppo/policy_loss": mean("pg"), "ppo/value_loss": mean("vf"), "ppo/entropy": mean("ent"),
-        "ppo/kl_divergence": mean("kl"), "ppo/clip_fraction": mean("clip"),
-        "ppo/ratio_mean": mean("ratio_mean"), "ppo/ratio_std": mean("ratio_std"),
-        "ppo/explained_variance": explained_variance(v, ret), "ppo/value_pred_mean": float(v.mean()),
+    with torch.no_grad():  # the updated policy on the whole batch
+        logp, entropy, _ = response_logprobs(policy, batch.tokens, batch.attention_mask, batch.prompt_len,
+                                             config.temperature)  # (B, R)
+    metrics = prefixed("ppo", update_diagnostics(batch.logp, logp, entropy, batch.values, batch.ret,
+                                                 config.clip_eps, mask=batch.mask))
+    metrics.update({f"ppo/{name}": total / steps if steps else math.nan for name, total in sums.items()})
+    metrics.update({
         "ppo/mean_advantage": float(masked_mean(batch.adv, batch.mask)),
-        "ppo/grad_norm": mean("grad_norm"), "ppo/num_gradient_steps": float(len(log)),
-        "ppo/epochs": epochs, "ppo/early_stopped": float(stop),
-    }
+        "ppo/num_gradient_steps": float(steps), "ppo/epochs": epochs,
+        "ppo/early_stopped": float(stop),
+    })
+    return metrics
 
 
 # --------------------------------------------------------------------------- the loop

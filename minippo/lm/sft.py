@@ -29,7 +29,7 @@ from tqdm import tqdm  # text bar: tqdm.auto needs ipywidgets and warns without 
 from minippo.history import History
 from minippo.lm.model import GPT, GPTConfig
 from minippo.lm.tokenizer import CharTokenizer
-from minippo.optim import (check_optimizer_fields, optimizer_step, set_learning_rate,
+from minippo.optim import (adamw, check_optimizer_fields, optimizer_step, set_learning_rate,
                            warmup_cosine_learning_rate)
 from minippo.utils import check_finite, check_range, check_types, generator, set_seed, shifted_seed
 
@@ -45,7 +45,7 @@ class SFTConfig:
     learning_rate: float = 3e-3  #: peak LR; small transformers tolerate 1e-3..5e-3 (nanoGPT's char model: 1e-3)
     warmup_iterations: int = 20  #: linear warm-up steps, then cosine decay
     min_learning_rate: float = 3e-4  #: cosine floor (nanoGPT: peak / 10)
-    weight_decay: float = 0.01  #: AdamW weight decay (the source material's value)
+    weight_decay: float = 0.01  #: AdamW weight decay of the weight matrices (the source material's value)
     max_grad_norm: float = 1.0  #: global gradient-norm clip (nanoGPT)
     model: GPTConfig = field(default_factory=GPTConfig)  #: sizes of the GPT that is trained
 
@@ -103,7 +103,7 @@ def train_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfig(),
     model.train()
     gen = generator(seed)
     data = sft_batch(tokenizer, examples)  # encode once; batches are row subsets
-    opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    opt = adamw([model], config.learning_rate, config.weight_decay)  # decays the weight matrices only
     history, start = History(config=config), time.perf_counter()
     for step in tqdm(range(config.iterations), desc="SFT", disable=not progress):
         lr = warmup_cosine_learning_rate(config, step)
@@ -142,7 +142,7 @@ def pretrained_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfi
     tokenizer = tokenizer or CharTokenizer()
     numerics = (torch.__version__, torch.backends.cpu.get_cpu_capability(), os.environ.get("MKL_CBWR"),
                 torch.get_num_threads())
-    fingerprint = repr(("sft-cache-v4", examples, config, shifted_seed(seed), tokenizer.chars, numerics))
+    fingerprint = repr(("sft-cache-v5", examples, config, shifted_seed(seed), tokenizer.chars, numerics))
     key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
     path = os.path.join(cache_dir(), f"sft-{key}.pt")
     if cache and os.path.exists(path):
