@@ -82,7 +82,12 @@ def check_shape(name: str, x: torch.Tensor, shape: tuple) -> None:
 
 
 def check_same_shape(**tensors: torch.Tensor) -> None:
-    """Raise ``ValueError`` naming every argument and its shape unless all shapes are equal."""
+    """Raise ``ValueError`` naming every argument and its shape unless all shapes are equal
+    (``TypeError`` naming the argument if one is not a tensor, e.g. a NumPy array)."""
+    for k, v in tensors.items():
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"{k} must be a torch.Tensor, got {type(v).__name__} "
+                            "(torch.as_tensor converts a NumPy array or a list)")
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     if len(set(shapes.values())) > 1:
         listed = ", ".join(f"{k} {s}" for k, s in shapes.items())

@@ -32,6 +32,17 @@ def test_tokenizer_special_tokens_are_distinct_and_roundtrip(tok):
     assert tok.vocab_size == 99
     with pytest.raises(ValueError, match="'é'"):
         tok.encode("café")
+    with pytest.raises(ValueError, match=r"ids must be token ids in \[0, 99\), got 99"):
+        tok.decode([tok.bos_id, 99])
+    with pytest.raises(ValueError, match=r"got -1"):
+        tok.decode([-1])
+
+
+def test_train_sft_refuses_no_examples():
+    from minippo.lm.sft import SFTConfig, train_sft
+
+    with pytest.raises(ValueError, match="examples must not be empty"):
+        train_sft([], SFTConfig(iterations=1, warmup_iterations=0), progress=False)
 
 
 def test_padding_helpers(tok):

@@ -228,6 +228,17 @@ def test_policy_losses_refuse_an_empty_batch(loss):
         getattr(obj, loss)(*args)
 
 
+def test_objectives_name_an_argument_that_is_not_a_tensor():
+    import numpy as np
+
+    from minippo.objectives import kl_k3, policy_gradient_loss
+
+    with pytest.raises(TypeError, match=r"logp must be a torch.Tensor, got ndarray"):
+        policy_gradient_loss(np.zeros(3), torch.zeros(3))
+    with pytest.raises(TypeError, match=r"logp_p must be a torch.Tensor, got list"):
+        kl_k3(torch.zeros(3), [0.0, 0.0, 0.0])
+
+
 def test_losses_refuse_a_mask_that_selects_nothing():
     x = torch.randn(2, 3)
     nothing = torch.zeros(2, 3, dtype=torch.bool)

@@ -94,6 +94,8 @@ def train_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfig(),
     The history logs ``sft/loss``, ``sft/learning_rate``, ``sft/grad_norm`` (before clipping),
     ``global_step`` (examples seen) and ``time/elapsed`` per step.
     """
+    if not examples:
+        raise ValueError("examples must not be empty: give (prompt, response) pairs")
     tokenizer = tokenizer or CharTokenizer()
     if config.model.vocab_size != tokenizer.vocab_size:
         raise ValueError(f"config.model.vocab_size ({config.model.vocab_size}) must equal "

@@ -61,6 +61,8 @@ class CharTokenizer:
             ids = ids.tolist()
         out = []
         for i in ids:
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"ids must be token ids in [0, {self.vocab_size}), got {i!r}")
             if i == self.eos_id:
                 break
             if i >= len(self.specials):
