@@ -241,17 +241,14 @@ def n_step_returns(rewards: Tensor, values: Tensor, next_values: Tensor, termina
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     check_range("gamma", gamma, 0.0, 1.0)
-    rewards, values = _floats("rewards", rewards), _floats("values", values)
-    next_values = _floats("next_values", next_values)
-    term = _flags("terminated", terminated, rewards)
-    trunc = _flags("truncated", truncated, rewards)
-    check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term,
-                     truncated=trunc)
-    _check_steps("rewards", rewards, time_dim)
+    if next_values is None:
+        raise ValueError("next_values must be given: an n-step return bootstraps from V(s_{t+m})")
+    rewards, _, next_values, term, _, carry = _episode_ends(rewards, values, next_values, terminated,
+                                                            truncated, None, time_dim)
     r = rewards.movedim(time_dim, 0)  # (T, B)
     nv = next_values.movedim(time_dim, 0)  # (T, B)
-    term, trunc = term.movedim(time_dim, 0), trunc.movedim(time_dim, 0)  # (T, B)
-    done = term | trunc  # (T, B)
+    term = term.movedim(time_dim, 0)  # (T, B)
+    done = carry == 0  # (T, B) the episode ended at t (terminated or truncated)
     T = r.shape[0]
     ret = torch.zeros_like(r)  # (T, B): G_t being accumulated, one window per row t
     disc = torch.ones_like(r)  # (T, B): gamma^k for the window starting at t
