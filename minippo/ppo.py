@@ -197,8 +197,14 @@ def train(config: PPOConfig = PPOConfig(), env=None, *, seed: int = 0, progress:
           stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
     """Train PPO; ``env=None`` is ``CartPole(config.num_envs, seed=seed)``.
 
-    Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
-    finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
+    One Adam over actor and critic (``learning_rate``, ``adam_eps``); :func:`update` sets each
+    update's learning rate from ``learning_rate_schedule``.
+
+    :func:`minippo.training.run_training` alternates rollouts of ``config.batch_size`` steps and
+    :func:`update` until ``config.total_steps`` environment steps, or until the mean of the last
+    ``EPISODE_WINDOW`` (20) finished episodes reaches ``stop_at_return``.  Returns
+    ``(agent, history)``: one row per update with the ``ppo/...`` metrics of :func:`update`,
+    ``rollout/...`` and ``time/...``, and one row per finished episode.
     """
     run = start_training(config, env, seed)
     optimizer = adam(run.agent.parameters(), config.learning_rate, config.adam_eps)

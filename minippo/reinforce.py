@@ -123,8 +123,14 @@ def train(config: ReinforceConfig = ReinforceConfig(), env=None, *, seed: int = 
           stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
     """Train REINFORCE; ``env=None`` is ``CartPole(config.num_envs, seed=seed)``.
 
-    Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
-    finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
+    The policy learns with Adam at ``learning_rate``, the baseline (the critic) with its own Adam
+    at ``vf_learning_rate``.
+
+    :func:`minippo.training.run_training` alternates rollouts of ``config.batch_size`` steps and
+    :func:`update` until ``config.total_steps`` environment steps, or until the mean of the last
+    ``EPISODE_WINDOW`` (20) finished episodes reaches ``stop_at_return``.  Returns
+    ``(agent, history)``: one row per update with the ``reinforce/...`` metrics of :func:`update`,
+    ``rollout/...`` and ``time/...``, and one row per finished episode.
     """
     run = start_training(config, env, seed)
     optimizer = adam(run.agent.policy_parameters(), config.learning_rate)

@@ -283,8 +283,14 @@ def train(config: TRPOConfig = TRPOConfig(), env=None, *, seed: int = 0, progres
           stop_at_return: float | None = None) -> tuple[ActorCritic, History]:
     """Train TRPO; ``env=None`` is ``CartPole(config.num_envs, seed=seed)``.
 
-    Stops after ``config.total_steps`` environment steps, or as soon as the mean of the last 20
-    finished episodes reaches ``stop_at_return``.  Returns ``(agent, history)``.
+    The policy takes natural-gradient steps (no optimizer); the critic learns with Adam at
+    ``vf_learning_rate``.
+
+    :func:`minippo.training.run_training` alternates rollouts of ``config.batch_size`` steps and
+    :func:`update` until ``config.total_steps`` environment steps, or until the mean of the last
+    ``EPISODE_WINDOW`` (20) finished episodes reaches ``stop_at_return``.  Returns
+    ``(agent, history)``: one row per update with the ``trpo/...`` metrics of :func:`update`,
+    ``rollout/...`` and ``time/...``, and one row per finished episode.
     """
     run = start_training(config, env, seed)
     optimizer = adam(run.agent.value_parameters(), config.vf_learning_rate)  # the critic's; the policy takes natural steps

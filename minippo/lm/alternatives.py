@@ -277,7 +277,12 @@ def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig = G
 
     ``prompts`` as in :func:`minippo.lm.rlhf.train` (a pool, or a function of the iteration).
     The history has the layout of :func:`minippo.lm.rlhf.train` (``rlhf/...``, ``gen/...``,
-    reward metrics, ``time/...``) with GRPO's own ``grpo/...`` update metrics.
+    reward metrics, ``time/...``) with GRPO's own ``grpo/...`` update metrics: the loss and
+    gradient norm averaged over the minibatch steps, and the KL(old || new), clip fraction, ratio
+    and entropy of the updated policy measured after the update on the whole batch
+    (:func:`minippo.objectives.update_diagnostics`, as RLHF-PPO and CartPole measure them).
+    GRPO has no ``target_kl`` early stop: its ``kl_coef`` term and the clip bound the step.
+    Adam (``adam_eps``) with warm-up + cosine learning rate, as every language-model trainer.
     """
     tokenizer, reference, gen_rng = start_fine_tuning(policy, reference, seed, tokenizer)
     params = list(policy.parameters())
@@ -328,7 +333,8 @@ def train_rloo(policy: GPT, prompts, reward_fn: RewardFn, config: RLOOConfig = R
     The sequence return is :math:`R_i = s_i - \\beta \\sum_t k_1(t)` (the RLHF reward summed over
     the response); the loss is ``policy_gradient_loss(log pi(y_i|x), A_i)`` with the response's
     log-probability summed over its tokens.  History as :func:`train_grpo`'s, with ``rloo/...``
-    update metrics.
+    update metrics; the KL(old || new), ratio and entropy after the step, and the share of tokens
+    whose ratio left ``1 +- DIAGNOSTIC_CLIP_EPS`` (0.2): how often PPO would have clipped it.
     """
     tokenizer, reference, gen_rng = start_fine_tuning(policy, reference, seed, tokenizer)
     params = list(policy.parameters())
