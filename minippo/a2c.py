@@ -113,6 +113,6 @@ def train(config: A2CConfig = A2CConfig(), env=None, *, seed: int = 0, progress:
     ``rollout/...`` and ``time/...``, and one row per finished episode.
     """
     run = start_training(config, env, seed)
-    optimizer = adam(run.agent.parameters(), config.learning_rate)
+    optimizer = adam(run.agent.parameters(), config.learning_rate, config.adam_eps)
     step = partial(update, run.agent, optimizer, config=config)
     return run_training(run, config, step, "a2c", progress, stop_at_return)

@@ -88,7 +88,6 @@ class PPOConfig(TrainingConfig):
             check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
         if self.target_kl is not None:
             check_range("target_kl", self.target_kl, 0.0, low_open=True)
-        check_range("adam_eps", self.adam_eps, 0.0, low_open=True)
 
     @property
     def minibatch_size(self) -> int:

@@ -133,7 +133,7 @@ def train(config: ReinforceConfig = ReinforceConfig(), env=None, *, seed: int = 
     ``rollout/...`` and ``time/...``, and one row per finished episode.
     """
     run = start_training(config, env, seed)
-    optimizer = adam(run.agent.policy_parameters(), config.learning_rate)
-    value_optimizer = adam(run.agent.value_parameters(), config.vf_learning_rate)
+    optimizer = adam(run.agent.policy_parameters(), config.learning_rate, config.adam_eps)
+    value_optimizer = adam(run.agent.value_parameters(), config.vf_learning_rate, config.adam_eps)
     step = partial(update, run.agent, optimizer, config=config, value_optimizer=value_optimizer)
     return run_training(run, config, step, "reinforce", progress, stop_at_return)

@@ -54,6 +54,7 @@ class TrainingConfig:
     gamma: float = 0.99  #: discount
     hidden_sizes: Sequence[int] = (64, 64)  #: hidden widths of actor and critic (PPO paper: 64, 64)
     orthogonal_init: bool = True  #: orthogonal initialisation (nets.layer_init; OpenAI Baselines)
+    adam_eps: float = 1e-8  #: Adam's epsilon (Kingma & Ba, torch's default; PPO: 1e-5)
 
     def __post_init__(self):
         check_types(self)
@@ -61,6 +62,7 @@ class TrainingConfig:
         check_range("num_steps", self.num_steps, 1)
         check_range("total_steps", self.total_steps, self.batch_size)
         check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("adam_eps", self.adam_eps, 0.0, low_open=True)
         if len(self.hidden_sizes) == 0 or any(h < 1 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be a non-empty sequence of positive ints, "
                              f"got {self.hidden_sizes!r}")

@@ -293,6 +293,6 @@ def train(config: TRPOConfig = TRPOConfig(), env=None, *, seed: int = 0, progres
     ``rollout/...`` and ``time/...``, and one row per finished episode.
     """
     run = start_training(config, env, seed)
-    optimizer = adam(run.agent.value_parameters(), config.vf_learning_rate)  # the critic's; the policy takes natural steps
+    optimizer = adam(run.agent.value_parameters(), config.vf_learning_rate, config.adam_eps)  # the critic's; the policy takes natural steps
     step = partial(update, run.agent, optimizer, config=config)
     return run_training(run, config, step, "trpo", progress, stop_at_return)

@@ -105,6 +105,8 @@ def test_config_validation_names_field(name):
         config_cls(gamma=1.5)
     with pytest.raises(ValueError, match="total_steps must be in"):
         config_cls(total_steps=1)
+    with pytest.raises(ValueError, match=r"adam_eps must be in \(0.0, inf\]"):
+        config_cls(adam_eps=0.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config_cls().gamma = 0.5
 

@@ -64,6 +64,7 @@ class RewardModelConfig:
     min_learning_rate: float = 1e-4  #: cosine floor
     weight_decay: float = 0.0  #: AdamW weight decay of the weight matrices
     max_grad_norm: float = 1.0  #: global gradient-norm clip
+    adam_eps: float = 1e-8  #: AdamW's epsilon (torch's default, as SFT)
 
     def __post_init__(self):
         check_types(self)
@@ -226,7 +227,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], init: GPT, config: Rewar
     nn.init.zeros_(gpt.value_head.weight)
     nn.init.zeros_(gpt.value_head.bias)
     rm = RewardModel(gpt).train()
-    opt = adamw([rm], config.learning_rate, config.weight_decay)  # decays the weight matrices only
+    opt = adamw([rm], config.learning_rate, config.weight_decay, config.adam_eps)  # decays the weight matrices only
     gen = generator(seed)
     history, start = History(config=config), time.perf_counter()
     for step in tqdm(range(config.iterations), desc="reward model", disable=not progress):

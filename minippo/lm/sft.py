@@ -47,6 +47,7 @@ class SFTConfig:
     min_learning_rate: float = 3e-4  #: cosine floor (nanoGPT: peak / 10)
     weight_decay: float = 0.01  #: AdamW weight decay of the weight matrices (the source material's value)
     max_grad_norm: float = 1.0  #: global gradient-norm clip (nanoGPT)
+    adam_eps: float = 1e-8  #: AdamW's epsilon (torch's and nanoGPT's default)
     model: GPTConfig = field(default_factory=GPTConfig)  #: sizes of the GPT that is trained
 
     def __post_init__(self):
@@ -105,7 +106,7 @@ def train_sft(examples: list[tuple[str, str]], config: SFTConfig = SFTConfig(),
     model.train()
     gen = generator(seed)
     data = sft_batch(tokenizer, examples)  # encode once; batches are row subsets
-    opt = adamw([model], config.learning_rate, config.weight_decay)  # decays the weight matrices only
+    opt = adamw([model], config.learning_rate, config.weight_decay, config.adam_eps)  # decays the weight matrices only
     history, start = History(config=config), time.perf_counter()
     for step in tqdm(range(config.iterations), desc="SFT", disable=not progress):
         lr = warmup_cosine_learning_rate(config, step)
