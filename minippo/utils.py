@@ -168,7 +168,7 @@ def _type_problem(value, kind) -> str | None:
 
 def check_types(config) -> None:
     """Raise ``TypeError`` naming the field and the expected type for every field of the
-    dataclass ``config`` whose value does not match its annotation: ``PPOConfig(lr="0.01")``,
+    dataclass ``config`` whose value does not match its annotation: ``PPOConfig(learning_rate="0.01")``,
     ``PPOConfig(update_epochs=2.5)``.  ``int`` fields refuse floats and bools, ``float`` fields
     take ints, ``X | None`` takes None.  Configs call it first in ``__post_init__``, before the
     range checks (which then only see numbers)."""
