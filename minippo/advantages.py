@@ -205,18 +205,11 @@ def td_residuals(rewards: Tensor, values: Tensor, next_values: Tensor | None,
         ``(T, B)`` tensor ``delta``.
     """
     check_range("gamma", gamma, 0.0, 1.0)
-    rewards, values = _floats("rewards", rewards), _floats("values", values)
-    if next_values is None:
-        next_values = next_step_values(values, mask, time_dim)
-    next_values = _floats("next_values", next_values)
-    term = _flags("terminated", terminated, rewards)
-    check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term)
-    _check_steps("rewards", rewards, time_dim)
+    rewards, values, next_values, term, m, _ = _episode_ends(rewards, values, next_values, terminated,
+                                                             None, mask, time_dim)
     not_term = (~term).to(values.dtype)  # (T, B)
     delta = rewards + gamma * not_term * next_values - values  # (T, B)
-    if mask is not None:
-        m = _flags("mask", mask, rewards)
-        check_same_shape(rewards=rewards, mask=m)
+    if m is not None:
         delta = delta * m.to(delta.dtype)  # (T, B)
     return delta
 
@@ -283,8 +276,8 @@ def _episode_ends(rewards, values, next_values, terminated, truncated, mask,
     next_values = _floats("next_values", next_values)
     term = _flags("terminated", terminated, rewards)
     trunc = _flags("truncated", truncated, rewards)
-    check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=term,
-                     truncated=trunc)
+    inputs = dict(rewards=rewards, values=values, next_values=next_values, terminated=term)
+    check_same_shape(**inputs, **({} if truncated is None else {"truncated": trunc}))
     _check_steps("rewards", rewards, time_dim)
     carry = (~(term | trunc)).movedim(time_dim, 0).to(rewards.dtype)  # (T, B)
     if mask is not None:

@@ -165,7 +165,8 @@ def test_training_config_declares_and_checks_the_shared_fields():
     config = TrainingConfig(num_envs=4, num_steps=8, total_steps=100)
     assert (config.batch_size, config.iterations) == (32, 3)
     names = [f.name for f in dataclasses.fields(TrainingConfig)]
-    assert names == ["num_envs", "num_steps", "total_steps", "gamma", "hidden_sizes", "orthogonal_init"]
+    assert names == ["num_envs", "num_steps", "total_steps", "gamma", "hidden_sizes", "orthogonal_init",
+                     "adam_eps"]
     with pytest.raises(TypeError, match=r"num_envs must be an int, got 2.5 \(float\)"):
         TrainingConfig(num_envs=2.5)
     with pytest.raises(TypeError, match="orthogonal_init must be a bool"):
