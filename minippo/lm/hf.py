@@ -91,8 +91,8 @@ def _state_dict_pairs(model: GPT):
         for hf_name, layer in [("ln_1", block.ln_1), ("ln_2", block.ln_2)]:
             yield h + hf_name + ".weight", layer.weight, False
             yield h + hf_name + ".bias", layer.bias, False
-        for hf_name, layer in [("attn.c_attn", block.attn.qkv), ("attn.c_proj", block.attn.proj),
-                               ("mlp.c_fc", block.mlp[0]), ("mlp.c_proj", block.mlp[2])]:
+        for hf_name, layer in [("attn.c_attn", block.attn.c_attn), ("attn.c_proj", block.attn.c_proj),
+                               ("mlp.c_fc", block.mlp.c_fc), ("mlp.c_proj", block.mlp.c_proj)]:  # GPT-2's names
             yield h + hf_name + ".weight", layer.weight, True
             yield h + hf_name + ".bias", layer.bias, False
     yield "transformer.ln_f.weight", model.ln_f.weight, False

@@ -65,16 +65,17 @@ __all__ = [
 
 #: minippo's metric name -> the name TRL 1.16 logs for the same (or the nearest) quantity.
 #: Units differ where noted in book/metrics.md: minippo's ``rlhf/kl_to_ref`` is a k1 sum per
-#: response, TRL's ``kl`` a per-token mean (k3 for GRPO, k1 for RLOO).
+#: response, TRL's ``kl`` a per-token mean (k3 for GRPO, k1 for RLOO).  ``<algorithm>`` is the
+#: prefix the minippo trainer logs its update under: ``grpo`` or ``rloo``.
 METRIC_NAMES = {
     "rlhf/score": "reward",
-    "ppo/reward_std": "reward_std",
+    "<algorithm>/reward_std": "reward_std",
     "grpo/zero_std_groups": "frac_reward_zero_std",
     "rlhf/kl_to_ref": "kl",
-    "ppo/entropy": "entropy",
-    "ppo/clip_fraction": "clip_ratio/region_mean",
-    "ppo/policy_loss": "loss",
-    "ppo/learning_rate": "learning_rate",
+    "<algorithm>/entropy": "entropy",
+    "<algorithm>/clip_fraction": "clip_ratio/region_mean",
+    "<algorithm>/policy_loss": "loss",
+    "<algorithm>/learning_rate": "learning_rate",
     "gen/mean_length": "completions/mean_length",
     "gen/truncation_rate": "completions/clipped_ratio",
     "rlhf/logprob_mismatch": "sampling/sampling_logp_difference/max",
@@ -215,10 +216,12 @@ def _history(log_history: list[dict], config, train_cpu_seconds: float) -> Histo
     ``global_step`` is TRL's ``num_tokens``, the prompt and completion tokens seen so far
     (minippo's trainers count response tokens); ``responses`` counts sampled responses."""
     history = History(config=config)
+    algorithm = "grpo" if isinstance(config, GRPOConfig) else "rloo"
+    names = {ours.replace("<algorithm>", algorithm): theirs for ours, theirs in METRIC_NAMES.items()}
     rows = [row for row in log_history if "reward" in row]
     for i, row in enumerate(rows):
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
-        metrics.update({ours: row[theirs] for ours, theirs in METRIC_NAMES.items() if theirs in row})
+        metrics.update({ours: row[theirs] for ours, theirs in names.items() if theirs in row})
         metrics["global_step"] = row.get("num_tokens", float("nan"))
         metrics["responses"] = (i + 1) * config.batch_size
         history.log_update(metrics)
