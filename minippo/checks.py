@@ -55,6 +55,7 @@ __all__ = [
     "check_code_reward",
     "check_clipped_tokens",
     "check_group_advantages",
+    "check_position_ids",
 ]
 
 
@@ -789,7 +790,7 @@ def check_group_advantages(fn: Callable, n_cases: int = 20) -> bool:
                       "add 1e-4 to the std, so an all-equal group gives zeros, not NaN.")
 
 
-# =========================================================================== Chapter 10
+# ========================================================================= Chapter 10, minippo to TRL
 def _position_ids(attention_mask: Tensor) -> Tensor:
     from minippo.lm.model import sequence_positions
 

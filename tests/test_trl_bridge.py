@@ -123,5 +123,8 @@ def test_short_trl_run_trains_and_reports_minippo_names():
         for name in ("rlhf/score", "reward", "rlhf/kl_to_ref", "code/avg_test_pass_rate", "time/train_cpu_seconds"):
             assert name in history.updates, name
         assert history["rlhf/score"] == history["reward"]
+        own = "grpo" if isinstance(cfg, mp.lm.GRPOConfig) else "rloo"  # the prefix minippo's trainer logs under
+        assert history[f"{own}/learning_rate"] == history["learning_rate"]
+        assert not any(name.startswith("<algorithm>") for name in history.updates)
         assert any(not torch.equal(trained.state_dict()[k], before[k]) for k in before if "value_head" not in k)
     assert all(torch.equal(sft.state_dict()[k], before[k]) for k in before)  # the caller's model is untouched
