@@ -3,7 +3,9 @@
 They read a :class:`minippo.history.History` (or a pandas DataFrame for sweeps), never train
 anything, and return the matplotlib Figure/Axes so a notebook can add to them.  Metric names are
 DESIGN.md's (``ppo/kl_divergence``, ...), so the REINFORCE, TRPO, PPO and RLHF dashboards are the
-same picture (Chapter 5, PPO in practice: "the three numbers a PPO user watches").
+same picture (Chapter 5, PPO in practice: "the three numbers a PPO user watches").  They are
+drawn in the book's figure style (:mod:`minippo.style`: column-wide, panels two to a row, step
+counts as "20k", titles in words), re-exported here: ``mp.plotting.book_style()``.
 """
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ import numpy as np
 
 from minippo.history import EPISODE_WINDOW, History
 from minippo.objectives import DIAGNOSTIC_CLIP_EPS
+from minippo.style import TITLES, book_style, format_steps, legend_below, panels, title
 from minippo.utils import check_range
 
-__all__ = ["dashboard", "plot_seeds", "heatmap"]
+__all__ = ["dashboard", "plot_seeds", "heatmap", "book_style", "panels", "legend_below", "title"]
 
 STEP_LABEL = "environment steps"
 
@@ -56,8 +59,8 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
         config = history.config
         target_kl = getattr(config, "target_kl", None) or getattr(config, "max_kl", None)
     prefix = history.algorithm or "ppo"
-    fig, axes = plt.subplots(2, 4, figsize=(19, 7.5), constrained_layout=True)
-    ax_ret, ax_std, ax_pl, ax_vl, ax_kl, ax_cf, ax_ent, ax_ev = axes.flat
+    fig, axes = panels(8, per_row=2)
+    ax_ret, ax_std, ax_pl, ax_vl, ax_kl, ax_cf, ax_ent, ax_ev = axes
     x = _column(history, "global_step")
     ep_x = np.asarray(history.episodes["global_step"], dtype=float)
     ep_r = np.asarray(history.episodes["return"], dtype=float)
@@ -98,8 +101,9 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
     ax_ev.axhline(0.0, color="0.6", linewidth=0.8)
     ax_ev.set(title="Explained variance of the returns", ylabel="1 - Var[R - V] / Var[R]")
 
-    for ax in axes.flat:
+    for ax in axes:
         ax.set_xlabel(STEP_LABEL)
+        format_steps(ax)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -138,11 +142,13 @@ def plot_seeds(runs: dict[str, list[History]], metric: str = "rollout/episodic_r
             rows.append(frame)
     data = pd.concat(rows, ignore_index=True)
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+        _, (ax,) = panels(1)
     sns.lineplot(data=data, x=x, y="value", hue="run", errorbar=errorbar, ax=ax)
     n = max(len(h) for h in runs.values())
-    ax.set(title=f"{metric}: mean ± band over {n} seeds",
-           xlabel=STEP_LABEL if x == "global_step" else x, ylabel=metric)
+    ax.set(title=f"{title(metric)}: mean ± band over {n} seeds",
+           xlabel=TITLES.get(x, x), ylabel=title(metric))
+    if x == "global_step":
+        format_steps(ax)
     ax.grid(alpha=0.3)
     return ax
 

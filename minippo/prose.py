@@ -23,7 +23,7 @@ from ast import literal_eval
 import numpy as np
 import torch
 
-__all__ = ["glue", "glued", "format_plain_text", "fill", "show", "MYST_GLUE_VARIABLE"]
+__all__ = ["glue", "glued", "format_plain_text", "fill", "show", "source", "MYST_GLUE_VARIABLE"]
 
 #: Set (to anything non-empty) in the environment of a kernel whose glued values myst-nb reads.
 MYST_GLUE_VARIABLE = "MINIPPO_MYST_GLUE"
@@ -125,3 +125,25 @@ def show(markdown: str) -> None:
     handle = display(_markdown(fill(markdown)), display_id=True)
     if handle is not None:  # None outside IPython, where there is nothing to refresh later
         _shown.append((markdown, {m["name"] for m in GLUE_ROLE.finditer(markdown)}, handle))
+
+
+def source(obj, docstring: bool = True, lines: slice | None = None):
+    """The source of ``obj`` (a function, class or module of the package) as a Python code block,
+    which the book, Jupyter and Colab show highlighted (``print(inspect.getsource(...))`` shows
+    plain text). ``docstring=False`` leaves out a function's docstring; ``lines`` picks lines of
+    what is left (``slice(10, 25)``). The last expression of a cell, it displays itself."""
+    import ast
+    import inspect
+    import textwrap
+
+    text = textwrap.dedent(inspect.getsource(obj))
+    rows = text.splitlines()
+    if not docstring:
+        body = getattr(ast.parse(text).body[0], "body", [])
+        first = body[0] if body else None
+        if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) \
+                and isinstance(first.value.value, str):
+            del rows[first.lineno - 1:first.end_lineno]
+    if lines is not None:
+        rows = rows[lines]
+    return _markdown("```python\n" + "\n".join(rows).rstrip() + "\n```")

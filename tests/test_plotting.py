@@ -108,8 +108,8 @@ def test_plot_seeds_one_line_and_band_per_run():
             "unclipped": [fake_history(s + 5) for s in range(3)]}
     ax = plot_seeds(runs, metric="ppo/clip_fraction")
     assert ax.get_xlabel() == "environment steps"
-    assert ax.get_ylabel() == "ppo/clip_fraction"
-    assert "3 seeds" in ax.get_title()
+    assert ax.get_ylabel() == "Clip fraction"  # words, not the metric's key
+    assert ax.get_title() == "Clip fraction: mean ± band over 3 seeds"
     assert len(ax.lines) >= 2
     mean_line = ax.lines[0].get_ydata()
     assert mean_line[0] == pytest.approx(0.06)  # mean of 0.05, 0.06, 0.07
@@ -125,7 +125,7 @@ def test_plot_seeds_aligns_seeds_on_wall_time():
         h.updates["time/elapsed"] = [t * (1 + 0.1 * s) + 0.01 * s for t in h.updates["time/elapsed"]]
         runs["ppo"].append(h)
     ax = plot_seeds(runs, metric="ppo/clip_fraction", x="time/elapsed", grid_points=20)
-    assert ax.get_xlabel() == "time/elapsed"
+    assert ax.get_xlabel() == "seconds of training"
     x, y = ax.lines[0].get_xdata(), ax.lines[0].get_ydata()
     assert len(x) == 20 and x[0] == pytest.approx(0.02) and x[-1] == pytest.approx(1.1)  # the common range
     assert y == pytest.approx([0.06] * 20)  # the mean of 0.05, 0.06, 0.07 at every point
