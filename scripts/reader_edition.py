@@ -10,15 +10,15 @@ HTML ``<details>``, ``$...$`` math); it is committed, and the book's Colab butto
 (``repository.path_to_book`` in ``_config.yml``). The conversion:
 
 - ``{exercise}``, ``{prf:theorem}`` and the other numbered blocks become quoted blocks headed
-  "**Exercise 13** (title)", numbered as the rendered book numbers them (:func:`number`), after an
+  "**Exercise 9.3** (title)", numbered as the rendered book numbers them (:func:`number`), after an
   invisible ``<a id="label">`` anchor (``minippo.grade`` recognises exercises by it); proofs
   are "*Proof.* ... ∎"; admonitions are quoted blocks with a bold title.
-- ``{solution}`` becomes a ``<details>`` block, "Solution to Exercise 13", folded as in the book;
+- ``{solution}`` becomes a ``<details>`` block, "Solution to Exercise 9.3", folded as in the book;
   the code cells of a ``{solution-start}`` ... ``{solution-end}`` solution get a hidden input.
 - ``{ref}``, ``{numref}``, ``{prf:ref}`` and ``{eq}`` become the text the book shows ("Exercise
   13", "Definition 6", "(4)"), with the chapter when the target is in another one ("Chapter 3,
-  Definition 6"); ``{cite:p}``/``{cite:t}`` become "[Schulman et al., 2017]" / "Schulman et al.
-  [2017]" from ``book/references.bib``; ``{term}`` and ``{doc}`` become their text; ``(label)=``
+  Definition 6"); ``{cite:p}``/``{cite:t}`` become "(Schulman et al., 2017)" / "Schulman et al.
+  (2017)" from ``book/references.bib``; ``{term}`` and ``{doc}`` become their text; ``(label)=``
   targets go; labelled equations get ``\\tag{n}``.
 - A block of prose that quotes glued numbers (``{glue:text}`name:.2f```) becomes a code cell with
   a hidden input, ``mp.prose.show(r\"\"\"...\"\"\")``, which shows it as Markdown with the reader's
@@ -114,15 +114,16 @@ class Book:
     targets: dict[str, Target] = field(default_factory=dict)
     chapter_numbers: dict[str, int] = field(default_factory=dict)
     citations: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (authors, year)
-    brackets: tuple[str, str] = ("[", "]")
+    brackets: tuple[str, str] = ("(", ")")
 
 
 def number(kind: str, in_book: int, chapter: int | None, in_chapter: int) -> str:
     """The number the rendered book gives the ``in_book``-th block of ``kind`` (``in_chapter``-th
-    of its chapter). Jupyter Book 1 without a numbered table of contents numbers every kind of
-    block (exercise, theorem, lemma, ..., labelled equation) through the whole book in reading
-    order: Exercise 13, equation (6). The one place to change for per-chapter numbers."""
-    return str(in_book)
+    of its page; ``chapter``: the page's chapter number, None for a page that is not a chapter).
+    The book numbers every kind (exercise, theorem, ..., figure, labelled equation) per page,
+    after the chapter's number on a chapter's page: Exercise 9.3, Figure 5.2, equation (4.1);
+    Exercise 1 elsewhere (``number_per_chapter`` in ``book/_ext/minippo_book.py``)."""
+    return f"{chapter}.{in_chapter}" if chapter else str(in_chapter)
 
 
 @dataclass
@@ -152,6 +153,9 @@ def load_book(root: Path = ROOT, extra: list[tuple[str, Path]] = ()) -> Book:
     for doc, path in docs:
         for text in markdown_sources(path):
             collect_targets(text, doc, book, numbering)
+        cells = nbformat.read(path, as_version=4).cells if path.suffix == ".ipynb" else []
+        for name, caption in figures(cells, doc):
+            book.targets[name] = Target("figure", doc, numbering.next("figure", doc), caption)
     sphinx_config = config.get("sphinx", {}).get("config", {})
     book.brackets = {"author_year": ("[", "]"), "author_year_round": ("(", ")")}[
         sphinx_config.get("bibtex_reference_style", "author_year")]
@@ -182,20 +186,33 @@ def collect_targets(text: str, doc: str, book: Book, numbering: Numbering) -> No
             book.targets[block.label] = Target("equation", doc, numbering.next("equation", doc))
 
 
+def figure_options(cell) -> dict:
+    """A code cell's myst-nb figure options (``metadata.mystnb.figure``: name, caption), or {}."""
+    return (cell.metadata.get("mystnb") or {}).get("figure") or {}
+
+
+def figure_label(cell, doc: str) -> str:
+    return str(figure_options(cell).get("name") or f"{doc}:figure:{cell.get('id')}")
+
+
+def figures(cells, doc: str) -> list[tuple[str, str]]:
+    """``(name, caption)`` of each numbered figure among a notebook page's cells, in order: a
+    code cell whose metadata gives a caption (Sphinx numbers captioned figures only)."""
+    return [(figure_label(c, doc), str(figure_options(c)["caption"])) for c in cells if c.cell_type == "code" and figure_options(c).get("caption")]
+
+
 def read_bibliography(path: Path) -> dict[str, tuple[str, str]]:
-    """``{key: (authors, year)}`` as sphinxcontrib-bibtex's author-year labels write them:
-    "Owen", "Nota and Thomas", "Schulman et al."."""
+    """``{key: (authors, year)}`` as the book cites each entry: "Owen", "Nota and Thomas",
+    "Schulman et al."; "2022a", "2022b" for works that would read alike (the book's extension
+    makes the rule, and this uses it)."""
     from pybtex.database import parse_file
 
-    out = {}
-    for key, entry in parse_file(str(path)).entries.items():
-        people = entry.persons.get("author") or entry.persons.get("editor") or []
-        names = [" ".join(p.prelast_names + p.last_names).replace("{", "").replace("}", "")
-                 for p in people]
-        authors = names[0] if len(names) == 1 else (
-            " and ".join(names) if len(names) == 2 else f"{names[0]} et al.")
-        out[key] = (authors, entry.fields.get("year", ""))
-    return out
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        from minippo_book import author_year
+    finally:
+        sys.path.remove(str(ROOT / "book" / "_ext"))
+    return author_year(parse_file(str(path)).entries)
 
 
 # ----------------------------------------------------------------------------- parsing MyST blocks
@@ -324,8 +341,9 @@ class Page:
 
 
 def reference_text(page: Page, label: str) -> str:
-    """What a reference to ``label`` reads: "Exercise 13", "(4)", a section's or a page's title;
-    a target on another page also names it: "Chapter 3, Definition 6", "(6) of Chapter 9"."""
+    """What a reference to ``label`` reads: "Exercise 9.3", "(4.1)", a section's or a page's title;
+    a target on another page whose number does not name its chapter names it: "For instructors,
+    Exercise 1"."""
     target = page.book.targets.get(label)
     if target is None:
         page.fail(f"a reference to the unknown label {label!r}")
@@ -333,7 +351,7 @@ def reference_text(page: Page, label: str) -> str:
         return target.title
     text = {"section": target.title, "equation": f"({target.number})"}.get(
         target.kind, f"{target.kind.capitalize()} {target.number}")
-    if target.doc == page.doc:
+    if target.doc == page.doc or "." in target.number:  # "Definition 3.6" names its chapter
         return text
     chapter = page.book.chapter_numbers.get(target.doc)
     where = f"Chapter {chapter}" if chapter else page.book.targets[target.doc].title
@@ -341,7 +359,8 @@ def reference_text(page: Page, label: str) -> str:
 
 
 def citation(page: Page, keys: str, textual: bool) -> str:
-    """``{cite:p}`b,a``` -> "[A, 1998, B, 2001]"; ``{cite:t}`a``` -> "A [1998]"."""
+    """``{cite:p}`b,a``` -> "(A, 1998, B, 2001)"; ``{cite:t}`a``` -> "A (1998)" (the brackets of
+    ``bibtex_reference_style``)."""
     opening, closing = page.book.brackets
     found = []
     for key in (k.strip() for k in keys.split(",")):
@@ -537,6 +556,8 @@ def reader_notebook(nb, doc: str, book: Book):
                 title = SOLUTION_CODE_TITLE.format(exercise=reference_text(page, gated))
                 new = hidden_code_cell(f"{title}\n{cell.source}", cell.metadata, cell.id)
             out.cells.append(new)
+            if figure_options(cell).get("caption"):  # the book's numbered caption, under the figure
+                out.cells.append(caption_cell(page, cell))
             continue
         if cell.cell_type != "markdown":
             out.cells.append(copy.deepcopy(cell))
@@ -559,6 +580,15 @@ def reader_notebook(nb, doc: str, book: Book):
     if gated:
         page.fail(f"{{solution-start}} {gated} without its {{solution-end}}")
     return out
+
+
+def caption_cell(page: Page, cell):
+    """A Markdown cell with the figure's number and caption, as the book shows them."""
+    label = figure_label(cell, page.doc)
+    text = convert_inline(page, str(figure_options(cell)["caption"]))
+    new = nbformat.v4.new_markdown_cell(f"*{reference_text(page, label)}.* {text}")
+    new.id = f"{cell.id}-caption"
+    return new
 
 
 def code_cells_until_end(nb, start_cell) -> int:

@@ -163,9 +163,9 @@ def test_colab_notebook_keeps_the_chapter(doc):
     text = "\n".join(c.source for c in source.cells if c.cell_type == "markdown")
     shown = "\n".join(markdown_seen(edition, values={}))
     n_exercises = len(re.findall(r"^\s*[`:]{3,}\{exercise\}", text, flags=re.M))
-    assert len(re.findall(rf"^> {ANCHOR}\*\*Exercise \d+\*\*", shown, flags=re.M)) == n_exercises
+    assert len(re.findall(rf"^> {ANCHOR}\*\*Exercise \d+\.\d+\*\*", shown, flags=re.M)) == n_exercises
     n_solutions = len(re.findall(r"\{solution(-start)?\}", text))
-    assert len(re.findall(r"<summary><b>Solution to Exercise \d+</b>", shown)) == n_solutions
+    assert len(re.findall(r"<summary><b>Solution to Exercise \d+\.\d+</b>", shown)) == n_solutions
     n_glue = len(re.findall(r"\{glue:\w+\}`", text))
     prose = [prose_markdown(c) for c in edition.cells if c.cell_type == "code"]
     assert sum(len(R.GLUE.findall(p)) for p in prose if p) == n_glue, "every glued number in a prose cell"
@@ -182,12 +182,12 @@ def page_text(fragment: str) -> str:
 @pytest.mark.parametrize("doc", CHAPTERS)
 def test_numbers_references_and_citations_match_the_rendered_book(built_book, book, doc):
     page = (built_book / f"{doc}.html").read_text(encoding="utf-8")
-    # Numbered blocks, in order: "Exercise 13", "Definition 6", ...
+    # Numbered blocks, in order: "Exercise 9.3", "Definition 3.1", ...
     in_book = [page_text(t) for t in re.findall(r'<span class="caption-number">(.*?)</span>', page)]
     shown = "\n".join(markdown_seen(opened_by_colab(doc), values={}))
     kinds = "|".join(["Exercise"] + [k.capitalize() for k in R.NUMBERED_PROOFS])
-    in_edition = re.findall(rf"^> {ANCHOR}\*\*((?:{kinds}) \d+)\*\*", shown, flags=re.M)
-    assert in_edition == [t for t in in_book if re.match(rf"({kinds}) \d+$", t)]
+    in_edition = re.findall(rf"^> {ANCHOR}\*\*((?:{kinds}) [\d.]+)\*\*", shown, flags=re.M)
+    assert in_edition == [t for t in in_book if re.match(rf"({kinds}) [\d.]+$", t)]
     # References in the prose ({ref}, {numref}, {prf:ref}, {eq}): the edition's text ends with the book's.
     prose = re.sub(r'<p class="admonition-title">.*?</p>', "", page, flags=re.S)
     checked = 0
@@ -198,7 +198,7 @@ def test_numbers_references_and_citations_match_the_rendered_book(built_book, bo
             checked += 1
     source = "\n".join(c.source for c in read(ROOT / f"{doc}.ipynb").cells if c.cell_type == "markdown")
     assert checked >= len(re.findall(r"\{(ref|numref|prf:ref|eq)\}`", source))
-    # Citations: "[Schulman et al., 2017]" and "Schulman et al. [2017]" as on the page.
+    # Citations: "(Schulman et al., 2017)" and "Schulman et al. (2017)" as on the page.
     text = page_text(page)
     for role, keys in re.findall(r"\{(cite(?::[pt])?)\}`([^`]+)`", source):
         cited = R.citation(R.Page(doc, book), keys, textual=role == "cite:t")
@@ -333,10 +333,10 @@ def test_exercise_and_solution_become_numbered_quote_and_details():
                      "````{exercise}\n:label: ex-b\n\nAgain.\n````",
                      "```{solution} ex-b\n:class: dropdown\n\nIt is $x +\nx$.\n```",
                      "See {ref}`ex-b` and {numref}`ex-a`.")
-    assert '> <a id="ex-a"></a>**Exercise 1** (Double it)\n>\n> Write $2x$\n> for `x`.' in text
-    assert '> <a id="ex-b"></a>**Exercise 2**\n>\n> Again.' in text
-    assert "<details>\n<summary><b>Solution to Exercise 2</b></summary>\n\nIt is $x +\nx$.\n\n</details>" in text
-    assert "See Exercise 2 and Exercise 1." in text
+    assert '> <a id="ex-a"></a>**Exercise 1.1** (Double it)\n>\n> Write $2x$\n> for `x`.' in text
+    assert '> <a id="ex-b"></a>**Exercise 1.2**\n>\n> Again.' in text
+    assert "<details>\n<summary><b>Solution to Exercise 1.2</b></summary>\n\nIt is $x +\nx$.\n\n</details>" in text
+    assert "See Exercise 1.2 and Exercise 1.1." in text
 
 
 def test_theorems_proofs_equations_and_citations():
@@ -344,9 +344,9 @@ def test_theorems_proofs_equations_and_citations():
                      "```{prf:proof}\nBy {eq}`eq-a` and {prf:ref}`thm-a` {cite:p}`schulman2017ppo`.\n```",
                      "{cite:t}`schulman2017ppo` used {term}`the clip <clip>`; {math}`x^2`.",
                      "(sec-x)=\n## A section\n\nBack to {ref}`sec-x`.\n\n::: {note}\nMind the $x$.\n:::")
-    assert '> <a id="thm-a"></a>**Theorem 1** (Big)\n>\n> It holds:\n>\n> $$ a = b \\tag{1} $$' in text
-    assert "> *Proof.* By (1) and Theorem 1 [Schulman et al., 2017].\n>\n> ∎" in text
-    assert "Schulman et al. [2017] used the clip; $x^2$." in text
+    assert '> <a id="thm-a"></a>**Theorem 1.1** (Big)\n>\n> It holds:\n>\n> $$ a = b \\tag{1.1} $$' in text
+    assert "> *Proof.* By (1.1) and Theorem 1.1 (Schulman et al., 2017).\n>\n> ∎" in text
+    assert "Schulman et al. (2017) used the clip; $x^2$." in text
     assert "(sec-x)=" not in text and "Back to A section." in text
     assert "> **Note**\n>\n> Mind the $x$." in text
     assert not clean([text])
@@ -360,8 +360,8 @@ def test_gated_solution_code_is_hidden_and_glued_prose_becomes_a_prose_cell():
     nb.cells.insert(4, new_code_cell("answer = 42"))
     out = R.reader_notebook(nb, "chapters/tiny", book)
     kinds = [(c.cell_type, c.source.splitlines()[0]) for c in out.cells[2:]]
-    assert kinds == [("markdown", '> <a id="ex-c"></a>**Exercise 1**'), ("markdown", "<details>"),
-                     ("code", "# @title Solution to Exercise 1: code (click to show)"),
+    assert kinds == [("markdown", '> <a id="ex-c"></a>**Exercise 1.1**'), ("markdown", "<details>"),
+                     ("code", "# @title Solution to Exercise 1.1: code (click to show)"),
                      ("code", R.PROSE_TITLE), ("markdown", "## Next")]
     assert "*The solution's code is in the folded cell below.*\n\n</details>" in out.cells[3].source
     assert out.cells[4].metadata["jupyter"]["source_hidden"] and out.cells[4].source.endswith("answer = 42")
@@ -370,6 +370,19 @@ def test_gated_solution_code_is_hidden_and_glued_prose_becomes_a_prose_cell():
     assert mp.prose.fill(prose, values) == "The run gave 12.3% and\n**x**."
     assert mp.prose.fill(prose, {}) == "The run gave […] and\n[…]."
     assert len({c.id for c in out.cells}) == len(out.cells)
+    nbformat.validate(out)
+
+
+def test_figure_caption_follows_its_figure_and_references_name_it():
+    nb, book = tiny_book("As {numref}`fig-curve` shows.")
+    meta = mp.style.figure_metadata("fig-curve", "The return, $R$, per update.", "A rising curve.")
+    nb.cells.insert(2, new_code_cell("plot()", metadata=meta))
+    for name, caption in R.figures(nb.cells, "chapters/tiny"):
+        book.targets[name] = R.Target("figure", "chapters/tiny", R.number("figure", 1, 1, 1), caption)
+    out = R.reader_notebook(nb, "chapters/tiny", book)
+    assert [c.cell_type for c in out.cells[2:]] == ["code", "markdown", "markdown"]
+    assert out.cells[3].source == "*Figure 1.1.* The return, $R$, per update."
+    assert out.cells[4].source == "As Figure 1.1 shows."
     nbformat.validate(out)
 
 
@@ -383,10 +396,13 @@ def test_unknown_markup_is_an_error_not_a_leftover(markup):
 
 
 def test_numbering_rule_is_one_function(book):
-    """Global numbering through the book, in reading order (what Jupyter Book 1 shows today)."""
-    exercises = [t for t in book.targets.values() if t.kind == "exercise" and t.doc.startswith("chapters/")]
-    assert [int(t.number) for t in exercises] == list(range(1, len(exercises) + 1))
-    assert R.number("theorem", 7, 3, 2) == "7"
+    """Per chapter: "Exercise 9.3" is the chapter's third; pages that are not chapters count
+    from 1 (book/_ext's number_per_chapter numbers the rendered book the same way)."""
+    for doc, chapter in book.chapter_numbers.items():
+        exercises = [t.number for t in book.targets.values() if t.kind == "exercise" and t.doc == doc]
+        assert exercises == [f"{chapter}.{k}" for k in range(1, len(exercises) + 1)], doc
+    assert R.number("theorem", 7, 3, 2) == "3.2"
+    assert R.number("exercise", 40, None, 1) == "1"
 
 
 # ----------------------------------------------------------------------------- mp.prose

@@ -141,7 +141,7 @@ def test_command_writes_every_chapter_and_leaves_sources_alone(tmp_path):
     got = nbformat.read(tmp_path / "one" / "99_extra.ipynb", as_version=4)
     sources = "\n".join(c.source for c in got.cells)
     assert "SOLUTION" not in sources and "STUDENT-STUB" in sources and "AFTER-EXERCISE" in sources
-    assert re.search(r'^> <a id="ex-double"></a>\*\*Exercise \d+\*\* \(Double it\)', sources, flags=re.M), sources
+    assert re.search(r'^> <a id="ex-double"></a>\*\*Exercise [\d.]+\*\* \(Double it\)', sources, flags=re.M), sources
     assert not clean(markdown_seen(got, values={}))
     assert "4 solution cells" in result.stdout
 
