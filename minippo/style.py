@@ -17,6 +17,24 @@ turns into a numbered figure ("Figure 5.2") with a caption and the image's alt t
                             "image": {"alt": "Three panels: return, KL and clip fraction ..."}}}
 
 :func:`figure_metadata` writes that dictionary; one figure per cell.
+
+**How a chapter uses it** (phase 2 of issue 17 moves every chapter onto it)::
+
+    mp.style.book_style()                       # once, in the setup cell
+    fig, axes = mp.style.panels(4, per_row=2)   # never plt.subplots(1, 5, figsize=(16, 3))
+    for ax, metric in zip(axes, ["ppo/kl_divergence", "ppo/clip_fraction", ...]):
+        ax.plot(steps, history[metric], label="clip 0.2")
+        ax.set_title(mp.style.title(metric))    # words, not metric keys
+        mp.style.format_steps(ax)               # 0, 20k, 40k ticks
+    mp.style.legend_below(fig)                  # one legend, under the panels, off the data
+    plt.show()
+
+and the cell's metadata is ``mp.style.figure_metadata("ch05-ablation", "caption ...", "alt ...")``
+(``{numref}`ch05-ablation``` then reads "Figure 5.2"). A table is the cell's last expression
+``mp.style.table(rows, digits={"KL": 4}, code=("function",))``: numbers for reading, no "-0.00",
+no reprs; printouts of tensors, dicts and configs become such a table or a sentence
+(``mp.prose.show``), and a listing is ``mp.prose.source(fn)`` (highlighted), not
+``print(inspect.getsource(fn))``. ``tests/test_look.py`` measures the result at 1280 and 390 px.
 """
 from __future__ import annotations
 
@@ -26,7 +44,8 @@ from matplotlib.ticker import FuncFormatter
 from minippo.utils import check_range
 
 __all__ = ["DPI", "WIDTH_PX", "WIDTH_IN", "RC", "TITLES", "book_style", "panels", "figure_size",
-           "human_number", "format_steps", "title", "legend_below", "figure_metadata"]
+           "human_number", "format_steps", "title", "legend_below", "figure_metadata",
+           "reading_number", "table"]
 
 DPI = 100
 WIDTH_PX = 590  # the widest PNG a figure makes, margins included
@@ -162,3 +181,53 @@ def figure_metadata(name: str, caption: str, alt: str) -> dict:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{argument} must be a non-empty string, got {value!r}")
     return {"mystnb": {"figure": {"name": name, "caption": caption}, "image": {"alt": alt}}}
+
+
+def reading_number(x, digits: int = 2) -> str:
+    """A number as a table shows it: ``digits`` decimals for floats, thousands separated
+    (12,288), never "-0.00" (a value that rounds to zero is "0.00"), integers without decimals,
+    booleans as "yes"/"no", None and NaN as "–"."""
+    import math
+    import numbers
+
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    import numpy as np
+
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, numbers.Integral):
+        return f"{int(x):,}"
+    if isinstance(x, numbers.Real):
+        text = f"{float(x):,.{digits}f}"
+        return text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text
+    return str(x)
+
+
+def table(data, digits: int | dict = 2, index: bool = False, code: tuple[str, ...] = ()):
+    """A table for the page: a pandas ``Styler`` of ``data`` (a DataFrame, or anything
+    ``pandas.DataFrame`` takes) that shows numbers with :func:`reading_number` (``digits``: one
+    for all columns or ``{column: digits}``), text as text (no reprs: a string's first line,
+    ``'def add1(x):\\n'`` reads "def add1(x):"), the columns named in ``code`` in a monospace
+    font, and no index unless ``index``. The last expression of a cell, it renders as an HTML table
+    that the book's CSS fits to the column (or scrolls on a phone)."""
+    import pandas as pd
+
+    frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+
+    def cell(column):
+        places = digits.get(column, 2) if isinstance(digits, dict) else digits
+
+        def show(x):
+            if isinstance(x, str):
+                lines = x.strip("\n").splitlines() or [""]
+                return lines[0] + (" …" if len(lines) > 1 else "")
+            return reading_number(x, places)
+        return show
+
+    styler = frame.style.format({c: cell(c) for c in frame.columns})
+    if code:
+        styler = styler.set_properties(subset=list(code), **{"font-family": "var(--pst-font-family-monospace)"})
+    if not index:
+        styler = styler.hide(axis="index")
+    return styler

@@ -116,3 +116,23 @@ def test_source_listing_is_a_highlighted_python_block():
     body = mp.prose.source(mp.advantages.gae, docstring=False).data
     assert '"""' not in body and "def gae(" in body and len(body) < len(text)
     assert mp.prose.source(mp.advantages.gae, lines=slice(0, 1)).data.count("\n") == 2
+
+
+def test_reading_number_never_shows_minus_zero_or_reprs():
+    import numpy as np
+
+    assert mp.style.reading_number(-0.001) == "0.00"
+    assert mp.style.reading_number(-0.004, 3) == "-0.004"
+    assert mp.style.reading_number(12288) == "12,288"
+    assert mp.style.reading_number(np.int64(5)) == "5"
+    assert mp.style.reading_number(float("nan")) == "–"
+    assert mp.style.reading_number(np.bool_(True)) == "yes"
+    assert mp.style.reading_number(1234.5678, 1) == "1,234.6"
+
+
+def test_table_formats_numbers_and_text_for_reading():
+    html = mp.style.table({"code": ["def add1(x):\n    return x + 1\n"], "KL": [-0.0001], "n": [2048]},
+                          digits={"KL": 2}, code=("code",)).to_html()
+    assert "def add1(x): …" in html and "\\n" not in html and "'def" not in html
+    assert ">0.00<" in html and "-0.00" not in html and "2,048" in html
+    assert "monospace" in html
