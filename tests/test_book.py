@@ -154,9 +154,9 @@ def chromium():
 class Visit:
     """One page opened offline, with its console errors, failed and blocked requests."""
 
-    def __init__(self, browser, base: str, doc: str):
+    def __init__(self, browser, base: str, doc: str, viewport: dict | None = None, query: str = ""):
         self.base = base
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900},
+        self.context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900},
                                            service_workers="block")
         self.page = self.context.new_page()
         self.errors: list[str] = []
@@ -168,7 +168,7 @@ class Visit:
         self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} ({r.failure})"))
         self.page.on("response", lambda r: self.failed.append(f"{r.url} (HTTP {r.status})")
                      if r.status >= 400 else None)
-        self.response = self.page.goto(f"{base}/{doc}.html", wait_until="load")
+        self.response = self.page.goto(f"{base}/{doc}.html{query}", wait_until="load")
         self.page.wait_for_load_state("networkidle")
         self.wait_for_math()
 
