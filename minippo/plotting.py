@@ -99,7 +99,7 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
 
     ax_ev.plot(x, _column(history, f"{prefix}/explained_variance"), color="tab:cyan")
     ax_ev.axhline(0.0, color="0.6", linewidth=0.8)
-    ax_ev.set(title="Explained variance of the returns", ylabel="1 - Var[R - V] / Var[R]")
+    ax_ev.set(title="Explained variance of the returns", ylabel="1 − Var[R−V]/Var[R]")
 
     for ax in axes:
         ax.set_xlabel(STEP_LABEL)
