@@ -75,7 +75,9 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
 
     if len(ep_r):
         ax_std.plot(ep_x[last], _rolling(ep_r, window, np.std)[last], color="tab:gray")
-    ax_std.set(title=f"Return std (last {window} episodes)", ylabel="std of return")
+    # Titles stay within their panel (about 200 px): the constrained layout makes room for a
+    # title's height, not its width, so a longer one runs off the 590-px figure (issue 17).
+    ax_std.set(title=f"Return std (last {window})", ylabel=f"std of the last {window} returns")
 
     ax_pl.plot(x, _column(history, f"{prefix}/policy_loss"), color="tab:purple")
     ax_pl.set(title="Policy loss", ylabel="loss (surrogate, negated)")
@@ -99,7 +101,7 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
 
     ax_ev.plot(x, _column(history, f"{prefix}/explained_variance"), color="tab:cyan")
     ax_ev.axhline(0.0, color="0.6", linewidth=0.8)
-    ax_ev.set(title="Explained variance of the returns", ylabel="1 − Var[R−V]/Var[R]")
+    ax_ev.set(title="Explained variance", ylabel="1 − Var[R−V]/Var[R]")
 
     for ax in axes:
         ax.set_xlabel(STEP_LABEL)

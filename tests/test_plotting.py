@@ -40,9 +40,9 @@ def test_dashboard_panels_titles_and_labels():
     fig = dashboard(fake_history(), target_kl=0.015, title="PPO on CartPole")
     axes = fig.axes
     titles = [ax.get_title() for ax in axes]
-    assert titles == ["Episodic return", "Return std (last 20 episodes)", "Policy loss", "Value loss",
+    assert titles == ["Episodic return", "Return std (last 20)", "Policy loss", "Value loss",
                       "KL divergence per update", "Clip fraction (ε = 0.2)", "Policy entropy",
-                      "Explained variance of the returns"]
+                      "Explained variance"]
     assert all(ax.get_xlabel() == "environment steps" for ax in axes)
     assert all(ax.get_ylabel() for ax in axes)
     assert list(axes[6].lines[0].get_ydata()) == pytest.approx([0.69 - 0.01 * i for i in range(12)])
