@@ -26,6 +26,8 @@ Screenshots of two chapters at both widths (top of the page, and the first figur
 ``minippo.style`` one at a time. Each (page, width, check) listed there is an expected failure
 (strict: when the chapter is fixed, the test says XPASS and the entry must go). Nothing else may be
 listed there: equations, navigation, tracebacks and console errors are never excused.
+:data:`NOT_YET_MEASURED` holds the same kind of chapter-content check where a failure is
+possible but no build has measured it yet (not strict).
 """
 from __future__ import annotations
 
@@ -86,14 +88,29 @@ PHASE_2: dict[tuple[str, str, str], str] = {
     ("chapters/09_beyond_ppo", "desktop", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
     ("chapters/09_beyond_ppo", "phone", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
     ("chapters/08_capstone_rlhf_code", "desktop", "wide_table"): "token-by-token tables 778/817 px: mp.style.table, fewer columns",
+    # Chapter 10 came from main after the measurement; these are read from its source, not measured:
+    # plt.subplots(1, 3, figsize=(16, 3.8)) and (1, 2, figsize=(12, 3.6)) at 100 dpi are 1,600 and
+    # 1,200 px, shown at most 688 px (43%, 57%); no cell has figure metadata, so alt is the hash.
+    ("chapters/10_minippo_to_trl", "desktop", "image_size"): "figures drawn 1,600/1,200 px wide: mp.style.panels",
+    ("chapters/10_minippo_to_trl", "phone", "image_size"): "figures drawn 1,600/1,200 px wide: mp.style.panels",
+    ("chapters/10_minippo_to_trl", "desktop", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
+    ("chapters/10_minippo_to_trl", "phone", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
+}
+
+#: Failures that are possible but not yet measured in a built book (not strict: the test neither
+#: fails nor demands removal). When a build measures them, move each to PHASE_2 or delete it.
+NOT_YET_MEASURED: dict[tuple[str, str, str], str] = {
+    ("chapters/10_minippo_to_trl", "desktop", "wide_table"): "the memory table (cell 'The memory arithmetic') has "
+    "a two-level index and about eight columns: maybe wider than 688 px",
 }
 
 #: Code lines too long for the column at 1280 px (measured before minippo.css drew code at 0.8em,
 #: which may fix some: not strict). Phase 2 wraps the lines (about 95 characters) and empties it.
-PHASE_2_WIDE_CODE = {f"chapters/{c}" for c in ("01_policy_gradient", "02_value_functions_gae", "03_trust_regions_trpo", "04_ppo_clipped_objective", "05_ppo_in_practice", "06_cartpole_to_tokens", "07_reward_models_overoptimisation", "08_capstone_rlhf_code", "09_beyond_ppo")}
+PHASE_2_WIDE_CODE = {f"chapters/{c}" for c in ("01_policy_gradient", "02_value_functions_gae", "03_trust_regions_trpo", "04_ppo_clipped_objective", "05_ppo_in_practice", "06_cartpole_to_tokens", "07_reward_models_overoptimisation", "08_capstone_rlhf_code", "09_beyond_ppo", "10_minippo_to_trl")}
 
 #: Chapters whose last section is not yet called CHAPTER_ENDING (phase 2 renames it).
-PHASE_2_ENDINGS: set[str] = {"chapters/01_policy_gradient", "chapters/08_capstone_rlhf_code"}  # "Summary"
+PHASE_2_ENDINGS: set[str] = {"chapters/01_policy_gradient", "chapters/08_capstone_rlhf_code",
+                             "chapters/10_minippo_to_trl"}  # "Summary"
 
 
 # ----------------------------------------------------------------------------- measuring a page
@@ -187,6 +204,9 @@ def phase_2(request, doc: str, width: str, check: str) -> None:
     """Mark a known, listed chapter-content failure as expected (strict)."""
     if check == "wide_code" and width == "desktop" and doc in PHASE_2_WIDE_CODE:
         request.applymarker(pytest.mark.xfail(reason="phase 2 of issue 17: code lines too long", strict=False))
+    unmeasured = NOT_YET_MEASURED.get((doc, width, check))
+    if unmeasured:
+        request.applymarker(pytest.mark.xfail(reason=f"not yet measured: {unmeasured}", strict=False))
     reason = PHASE_2.get((doc, width, check))
     if reason:
         request.applymarker(pytest.mark.xfail(reason=f"phase 2 of issue 17: {reason}", strict=True))
