@@ -46,6 +46,7 @@ __all__ = [
     "check_kl_estimators",
     "check_conjugate_gradient",
     "check_clipped_surrogate",
+    "check_tanh_gaussian_log_prob",
     "check_clipped_value_loss",
     "check_explained_variance",
     "check_whiten",
@@ -468,6 +469,36 @@ def check_clipped_surrogate(fn: Callable, n_cases: int = 20) -> bool:
                        hint="return the LOSS, -mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A)) "
                             "with r = exp(logp - logp_old); clip the ratio, not the advantage; "
                             "take the min of the two objectives (or the max of the two losses).")
+
+
+def _cases_tanh_gaussian(i: int, gen: torch.Generator):
+    scenarios = ["u near the mean", "one action dimension", "u far in the tails (|u| up to 25)",
+                 "small standard deviation", "per-sample log_std (N, A)"]
+    what = scenarios[i] if i < len(scenarios) else scenarios[0]
+    N = int(torch.randint(3, 9, (), generator=gen))
+    A = 1 if what == "one action dimension" else int(torch.randint(2, 4, (), generator=gen))
+    mean = torch.randn(N, A, generator=gen, dtype=torch.float64)  # (N, A)
+    log_std = 0.3 * torch.randn(A, generator=gen, dtype=torch.float64)  # (A,)
+    if what == "small standard deviation":
+        log_std = log_std - 4.0
+    if what == "per-sample log_std (N, A)":
+        log_std = 0.3 * torch.randn(N, A, generator=gen, dtype=torch.float64)
+    u = mean + log_std.exp() * torch.randn(N, A, generator=gen, dtype=torch.float64)  # (N, A)
+    if what.startswith("u far"):
+        u = 25.0 * (2 * torch.rand(N, A, generator=gen, dtype=torch.float64) - 1)
+    return what, {"u": u, "mean": mean, "log_std": log_std}
+
+
+def check_tanh_gaussian_log_prob(fn: Callable, n_cases: int = 20) -> bool:
+    """Check ``fn(u, mean, log_std) -> (N,)``, the log-density of ``a = tanh(u)`` with
+    ``u ~ N(mean, exp(log_std)^2)`` (summed over the action dimensions), against
+    :func:`minippo.gaussian.tanh_gaussian_log_prob`, tails included."""
+    from minippo.gaussian import tanh_gaussian_log_prob
+    return check(fn, tanh_gaussian_log_prob, _cases_tanh_gaussian, n_cases,
+                 name="tanh_gaussian_log_prob", atol=1e-6, rtol=1e-6,
+                 hint="log N(u; mu, sigma) summed over the last dimension, MINUS sum log(1 - "
+                      "tanh(u)^2); write the correction as 2 * (log 2 - u - softplus(-2u)), "
+                      "because 1 - tanh(u)^2 rounds to 0 for |u| > ~19 in float64 (9 in float32).")
 
 
 # ====================================================================== Chapter 5, PPO in practice

@@ -15,6 +15,7 @@ Who uses what:
 
 =================  ===========================================================================
 :class:`CartPole`   every control chapter (1-5): REINFORCE, A2C, TRPO, PPO and the benchmark
+:class:`Pendulum`   Chapter 4: PPO with a Gaussian policy (continuous actions)
 :class:`Bandit`     Chapter 1: the score-function gradient estimate against the exact gradient
 :class:`ChainMDP`   Chapter 2: bias and variance of n-step / GAE advantages against the truth
 :class:`GymVecEnv`  Chapter 5: PPO on any Gymnasium task (discrete or continuous actions)
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from minippo.utils import check_range, shifted_seed
 
-__all__ = ["Transition", "CartPole", "Bandit", "ChainMDP", "GymVecEnv"]
+__all__ = ["Transition", "CartPole", "Pendulum", "Bandit", "ChainMDP", "GymVecEnv"]
 
 
 class Transition(NamedTuple):
@@ -779,3 +780,142 @@ class GymVecEnv:
 
     def __repr__(self) -> str:
         return f"GymVecEnv({self.env!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# Pendulum
+# --------------------------------------------------------------------------------------------
+
+
+class Pendulum:
+    r"""``B`` Pendulum-v1 environments advanced by one array step, Gymnasium's exact dynamics.
+
+    The torque-limited inverted-pendulum swing-up of Gymnasium 1.x ``PendulumEnv``
+    (``gymnasium/envs/classic_control/pendulum.py``): a rod of mass :math:`m = 1` and length
+    :math:`l = 1` under gravity :math:`g = 10`, angle :math:`\theta` (0 = upright), torque
+    :math:`u = \mathrm{clip}(a, -2, 2)`, time step :math:`\Delta t = 0.05` s:
+
+    .. math::
+
+        \dot\theta' = \mathrm{clip}\Big(\dot\theta + \big(\tfrac{3g}{2l}\sin\theta
+            + \tfrac{3}{ml^2}u\big)\Delta t,\ -8,\ 8\Big), \qquad
+        \theta' = \theta + \dot\theta'\,\Delta t,
+
+        r = -\big(\mathrm{norm}(\theta)^2 + 0.1\,\dot\theta^2 + 0.001\,u^2\big),
+
+    with :math:`\mathrm{norm}(\theta) \in [-\pi, \pi)` and the reward computed on the state
+    *before* the step, as Gymnasium does.
+
+    * Observation :math:`(\cos\theta, \sin\theta, \dot\theta)` as float32; the state is kept in
+      float64 and the arithmetic is Gymnasium's, operation for operation (a test checks it
+      step by step against ``gymnasium.make("Pendulum-v1")``).
+    * Action (B, 1) float; clipped to :math:`[-2, 2]` here, as Gymnasium clips it.
+    * Never ``terminated``; ``truncated`` after ``max_episode_steps`` (200) steps, like
+      Gymnasium's ``TimeLimit``.  Every return lies in :math:`[-16.27 \cdot 200, 0]`; a
+      policy that holds the pendulum up from any start scores about -150, a random one about
+      -1200.
+    * Start states uniform in :math:`[-\pi, \pi) \times [-1, 1)` from this env's own
+      ``torch.Generator`` (``seed``).
+
+    Chapter 4, "Continuous actions".  Gymnasium's own Pendulum through :class:`GymVecEnv` gives
+    the same episodes more slowly (one Python ``step`` per sub-environment).
+    """
+
+    obs_dim = 3
+    num_actions = None
+    action_dim = 1
+
+    # Constants of Gymnasium's PendulumEnv.__init__ (default g = 10).
+    max_speed = 8.0
+    max_torque = 2.0
+    dt = 0.05
+    g = 10.0
+    m = 1.0
+    l = 1.0  # noqa: E741 (Gymnasium's name)
+
+    def __init__(self, num_envs: int = 8, max_episode_steps: int = 200, seed: int | None = None):
+        self.num_envs = _check_num_envs(num_envs)
+        self.max_episode_steps = _check_max_steps(max_episode_steps, allow_none=False)
+        self.action_low = torch.tensor([-self.max_torque])  # (A,)
+        self.action_high = torch.tensor([self.max_torque])  # (A,)
+        self._generator = _make_generator(seed, "cpu")
+        self.reset()
+
+    @property
+    def state(self) -> Tensor:
+        """(B, 2) float64 state ``(theta, theta_dot)``; assignable (for tests)."""
+        return torch.from_numpy(self._s.T.copy())
+
+    @state.setter
+    def state(self, value) -> None:
+        value = torch.as_tensor(value, dtype=torch.float64)
+        if value.shape != (self.num_envs, 2):
+            raise ValueError(f"state must have shape ({self.num_envs}, 2), got {tuple(value.shape)}")
+        self._s = np.ascontiguousarray(value.numpy().T)  # (2, B)
+
+    def _start_states(self) -> np.ndarray:
+        # Gymnasium: np_random.uniform(low=-(pi, 1), high=(pi, 1)) = low + (high - low) * U[0, 1).
+        u = torch.rand((2, self.num_envs), generator=self._generator, dtype=torch.float64).numpy()
+        high = np.array([[np.pi], [1.0]])  # (2, 1)
+        return -high + 2 * high * u  # (2, B)
+
+    @staticmethod
+    def _obs(s: np.ndarray) -> Tensor:
+        th, thdot = s
+        return torch.from_numpy(np.stack([np.cos(th), np.sin(th), thdot], 1).astype(np.float32))
+
+    def reset(self, seed: int | None = None) -> Tensor:
+        """Start a new episode in every environment; returns the (B, 3) float32 observation."""
+        if seed is not None:
+            self._generator = _make_generator(seed, "cpu")
+        self._s = self._start_states()  # (2, B) float64
+        self._elapsed = np.zeros(self.num_envs, dtype=np.int64)  # (B,)
+        self._return = np.zeros(self.num_envs, dtype=np.float64)  # (B,)
+        return self._obs(self._s)
+
+    def step(self, action: Tensor) -> Transition:
+        """Advance all ``B`` environments by one step; ``action`` is (B, 1) float."""
+        if not isinstance(action, Tensor):
+            action = torch.as_tensor(action)
+        if action.shape != (self.num_envs, 1) or not action.dtype.is_floating_point:
+            raise ValueError(f"action must be a float tensor of shape ({self.num_envs}, 1), got "
+                             f"{tuple(action.shape)} {action.dtype}")
+        # Gymnasium receives a float32 action and clips it in float32.
+        u = np.clip(action.detach().numpy()[:, 0].astype(np.float32), -self.max_torque,
+                    self.max_torque)  # (B,)
+        if not np.isfinite(u).all():
+            raise ValueError("action must be finite (got NaN or inf)")
+        th, thdot = self._s  # (B,) each
+        # Gymnasium's expressions, in Gymnasium's order (so the float64 rounding is the same).
+        costs = (((th + np.pi) % (2 * np.pi)) - np.pi) ** 2 + 0.1 * thdot**2 + 0.001 * (u**2)
+        newthdot = thdot + (3 * self.g / (2 * self.l) * np.sin(th) + 3.0 / (self.m * self.l**2) * u) * self.dt
+        newthdot = np.clip(newthdot, -self.max_speed, self.max_speed)  # (B,)
+        newth = th + newthdot * self.dt  # (B,)
+        s = np.stack([newth, newthdot])  # (2, B)
+        reward = -costs  # (B,) float64
+        self._return += reward
+        length = self._elapsed + 1  # (B,)
+        ret = self._return.astype(np.float32)
+        truncated = length >= self.max_episode_steps  # (B,)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        final_obs = obs = self._obs(s)
+        if truncated.any():  # same-step autoreset
+            s = np.where(truncated, self._start_states(), s)
+            obs = self._obs(s)
+            self._elapsed = np.where(truncated, 0, length)
+            self._return = np.where(truncated, 0.0, self._return)
+        else:
+            self._elapsed = length
+        self._s = s
+        return Transition(
+            obs=obs,
+            reward=torch.from_numpy(reward.astype(np.float32)),
+            terminated=torch.from_numpy(terminated),
+            truncated=torch.from_numpy(truncated),
+            final_obs=final_obs,
+            episode_return=torch.from_numpy(ret),
+            episode_length=torch.from_numpy(length),
+        )
+
+    def __repr__(self) -> str:
+        return f"Pendulum(num_envs={self.num_envs}, max_episode_steps={self.max_episode_steps})"

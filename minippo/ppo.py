@@ -32,7 +32,8 @@ from minippo.rollout import Rollout
 from minippo.training import TrainingConfig, policy_diagnostics, run_training, start_training
 from minippo.utils import check_finite, check_range
 
-__all__ = ["PPOConfig", "ppo_loss", "update", "learning_rate", "train"]
+__all__ = ["PPOConfig", "ppo_loss", "update", "learning_rate", "train", "CANONICAL_CARTPOLE",
+           "PENDULUM"]
 
 LEARNING_RATE_SCHEDULES = ("constant", "linear", "warmup_cosine")
 
@@ -209,3 +210,26 @@ def train(config: PPOConfig = PPOConfig(), env=None, *, seed: int = 0, progress:
     optimizer = adam(run.agent.parameters(), config.learning_rate, config.adam_eps)
     step = partial(update, run.agent, optimizer, config=config)
     return run_training(run, config, step, "ppo", progress, stop_at_return)
+
+
+# --------------------------------------------------------------------------- other configurations
+#: The canonical settings for CartPole: CleanRL's ``ppo.py`` defaults (Huang et al. 2022, "The 37
+#: implementation details of PPO"; the PPO paper's Atari column with 4 envs), except the run
+#: length, which is the book's: 4 envs x 128 steps, 4 minibatches of 128, 4 epochs, Adam 2.5e-4
+#: annealed to 0, gamma 0.99, lambda 0.95, clip 0.2 (value clipped too), entropy 0.01,
+#: c1 0.5, gradient norm 0.5, no KL stop.  Chapter 4 runs it beside :class:`PPOConfig`.
+CANONICAL_CARTPOLE = PPOConfig(
+    num_envs=4, num_steps=128, gamma=0.99, gae_lambda=0.95, learning_rate=2.5e-4,
+    learning_rate_schedule="linear", update_epochs=4, num_minibatches=4, clip_eps=0.2,
+    clip_value=True, vf_coef=0.5, ent_coef=0.01, max_grad_norm=0.5, norm_adv=True,
+    target_kl=None, adam_eps=1e-5)
+
+#: PPO on :class:`minippo.envs.Pendulum` with a Gaussian policy (Chapter 4, "Continuous
+#: actions"), sized for the chapter's time budget: 16 envs x 64 steps, 10 epochs of 2
+#: minibatches (PPO paper, Mujoco: 10 epochs), gamma 0.95 (Pendulum's horizon is short; RL-Zoo
+#: uses 0.9), Adam 3e-3 annealed, no entropy bonus, no KL stop.  Measured in Chapter 4 with and
+#: without :mod:`minippo.normalize`'s observation and reward normalisation.
+PENDULUM = PPOConfig(
+    num_envs=16, num_steps=64, total_steps=50_000, gamma=0.95, gae_lambda=0.95,
+    learning_rate=3e-3, learning_rate_schedule="linear", update_epochs=10, num_minibatches=2,
+    ent_coef=0.0, target_kl=None)
