@@ -41,6 +41,8 @@ from minippo import (
     a2c,
     trpo,
     ppo,
+    gaussian,
+    normalize,
     checks,
     prose,
 )
