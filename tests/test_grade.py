@@ -62,6 +62,7 @@ def submission(name: str, answers: dict[str, str]):
 TD = solution_code(CH02, "ch02-ex-td")
 GAE = solution_code(CH02, "ch02-ex-gae")
 SURROGATE = solution_code(CH04, "ch04-ex-implement")
+TANH = solution_code(CH04, "ch04-ex-tanh")
 GAE_ALONE = GAE.replace("my_td_residuals(rewards, values, next_values, terminated, gamma)",
                         "rewards + gamma * (~terminated) * next_values - values")
 assert GAE_ALONE != GAE  # a GAE that does not call my_td_residuals
@@ -110,7 +111,7 @@ def graded_class(tmp_path_factory):
     subs = tmp_path_factory.mktemp("submissions")
     both = {"ch02-ex-td": TD, "ch02-ex-gae": GAE}
     write(submission(CH02, both), subs / "perfect" / f"{CH02}.ipynb")
-    write(submission(CH04, {"ch04-ex-implement": SURROGATE}), subs / "perfect" / f"{CH04}.ipynb")
+    write(submission(CH04, {"ch04-ex-implement": SURROGATE, "ch04-ex-tanh": TANH}), subs / "perfect" / f"{CH04}.ipynb")
     write(student_edition(CH02), subs / "untouched.ipynb")
     for kind, code in WRONG_TD.items():
         write(submission(CH02, {"ch02-ex-td": code, "ch02-ex-gae": GAE_ALONE}),
@@ -186,7 +187,7 @@ def feedback(graded, student, exercise):
 
 # ----------------------------------------------------------------------------- the class
 def test_perfect_submission_passes_everything_with_the_checkers_line(graded_class):
-    for label in ("ch02-ex-td", "ch02-ex-gae", "ch04-ex-implement"):
+    for label in ("ch02-ex-td", "ch02-ex-gae", "ch04-ex-implement", "ch04-ex-tanh"):
         assert status(graded_class, "perfect", label) == "passed", feedback(graded_class, "perfect", label)
     assert feedback(graded_class, "perfect", "ch02-ex-gae") == "✓ gae matches the reference on 20 random cases"
     assert graded_class[0]["perfect", "ch02-ex-gae"]["points"] == "2"  # the points-2 tag
@@ -266,7 +267,7 @@ def test_manual_exercises_are_listed_without_points(graded_class):
     manual = [r for r in rows if r["student"] == "perfect" and r["status"] == "manual"]
     assert {r["exercise"] for r in manual} == {
         "ch02-ex-lambda-one", "ch02-ex-bias", "ch02-ex-gamma", "ch02-ex-timelimit",
-        "ch04-ex-six-cases", "ch04-ex-klpen-grad", "ch04-ex-epsilon"}
+        "ch04-ex-six-cases", "ch04-ex-klpen-grad", "ch04-ex-epsilon", "ch04-ex-normalize"}
     assert all(r["points"] == "" for r in manual)
 
 
@@ -277,9 +278,9 @@ def test_csv_and_summary_table(graded_class):
     header, *lines = printed.splitlines()
     assert header.split()[:4] == ["student", "ch02-ex-td", "ch02-ex-gae", "ch04-ex-implement"]
     perfect = next(line for line in lines if line.startswith("perfect "))
-    assert perfect.split()[1:] == ["✓", "✓", "✓", "4/4"]
+    assert perfect.split()[1:] == ["✓", "✓", "✓", "✓", "5/5"]
     untouched = next(line for line in lines if line.startswith("untouched "))
-    assert untouched.split()[1:] == ["–", "–", "·", "0/4"]
+    assert untouched.split()[1:] == ["–", "–", "·", "·", "0/5"]
     assert printed.rstrip().splitlines()[-1].startswith("Graded 23 students in")
 
 

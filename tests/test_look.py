@@ -88,6 +88,7 @@ PHASE_2: dict[tuple[str, str, str], str] = {
     ("chapters/09_beyond_ppo", "desktop", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
     ("chapters/09_beyond_ppo", "phone", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
     ("chapters/08_capstone_rlhf_code", "desktop", "wide_table"): "token-by-token tables 778/817 px: mp.style.table, fewer columns",
+    ("chapters/05_ppo_in_practice", "desktop", "wide_table"): "the field guide's table (775 px): mp.style.table, shorter column names",
     # Chapter 10 came from main after the measurement; these are read from its source, not measured:
     # plt.subplots(1, 3, figsize=(16, 3.8)) and (1, 2, figsize=(12, 3.6)) at 100 dpi are 1,600 and
     # 1,200 px, shown at most 688 px (43%, 57%); no cell has figure metadata, so alt is the hash.
