@@ -133,7 +133,7 @@ def reward_to_go(rewards: Tensor, dones: Tensor | None = None, gamma: float = 1.
                  time_dim: int = 0) -> Tensor:
     r"""Discounted reward-to-go of every step, restarting at episode ends; no bootstrap.
 
-    .. math:: \hat R_t = r_t + \gamma\,(1 - d_t)\,\hat R_{t+1}, \qquad \hat R_T = 0
+    .. math:: G_t = r_t + \gamma\,(1 - d_t)\,G_{t+1}, \qquad G_T = 0
 
     which within one episode is :math:`\sum_{t'=t}^{\text{end}} \gamma^{t'-t} r_{t'}`.
     Source: the "reward-to-go" policy gradient (Spinning Up, "Don't let the past distract you";

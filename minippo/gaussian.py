@@ -3,7 +3,7 @@ r"""The continuous-action policy of Chapter 4: a diagonal Gaussian, clipped or s
 A Gaussian policy over actions :math:`a \in \mathbb R^A` has a mean :math:`\mu_\theta(s)` from
 the actor and a state-independent log standard deviation :math:`\log\sigma` (a free parameter,
 PPO paper Section 6.1).  PPO needs two numbers from it per sample, the log-probability of the
-action taken (for the ratio :math:`r_t(\theta)`) and the entropy (for the bonus :math:`c_2 S`).
+action taken (for the ratio :math:`\rho_t(\theta)`) and the entropy (for the bonus :math:`c_2 S`).
 Each is one function here, and :class:`minippo.nets.ActorCritic` computes the same numbers
 through ``torch.distributions``; ``tests/test_gaussian.py`` checks one against the other.
 

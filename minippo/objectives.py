@@ -100,7 +100,7 @@ def policy_gradient_loss(logp: Tensor, adv: Tensor, *, mask: Tensor | None = Non
 
 
 def probability_ratio(logp: Tensor, logp_old: Tensor) -> Tensor:
-    r"""Probability ratio :math:`r_t(\theta) = \pi_\theta(a_t|s_t) / \pi_{\theta_{old}}(a_t|s_t)
+    r"""Probability ratio :math:`\rho_t(\theta) = \pi_\theta(a_t|s_t) / \pi_{\theta_{old}}(a_t|s_t)
     = \exp(\log\pi_\theta - \log\pi_{\theta_{old}})`.
 
     Computed from log-probabilities so it never divides by a tiny probability.
@@ -115,14 +115,14 @@ def clipped_surrogate(logp: Tensor, logp_old: Tensor, adv: Tensor, clip_eps: flo
                       mask: Tensor | None = None) -> Tensor:
     r"""PPO's clipped surrogate, as a loss: :math:`-L^{CLIP}`.
 
-    .. math:: L^{CLIP}(\theta) = \hat{\mathbb E}_t\big[\min\big(r_t(\theta)\hat A_t,\;
-              \operatorname{clip}(r_t(\theta), 1-\epsilon, 1+\epsilon)\,\hat A_t\big)\big]
+    .. math:: L^{CLIP}(\theta) = \hat{\mathbb E}_t\big[\min\big(\rho_t(\theta)\hat A_t,\;
+              \operatorname{clip}(\rho_t(\theta), 1-\epsilon, 1+\epsilon)\,\hat A_t\big)\big]
 
     The min makes it a pessimistic bound: moving the ratio beyond :math:`1\pm\epsilon` in the
     direction the advantage favours earns nothing (zero gradient), moving it the other way is
-    fully penalised. At :math:`r = 1` its gradient equals the vanilla policy gradient.
+    fully penalised. At :math:`\rho = 1` its gradient equals the vanilla policy gradient.
     ``clip_eps=None`` (or ``inf``) gives the unclipped ratio surrogate
-    :math:`-\hat{\mathbb E}[r_t \hat A_t]` (PPO paper eq. 6, the "no clipping" ablation).
+    :math:`-\hat{\mathbb E}[\rho_t \hat A_t]` (PPO paper eq. 6, the "no clipping" ablation).
     Source: PPO paper (Schulman et al. 2017), eq. 7. Chapter 4, PPO's clipped objective.
 
     Args:
@@ -148,7 +148,7 @@ def kl_penalty_surrogate(logp: Tensor, logp_old: Tensor, adv: Tensor, beta: floa
                          kl: Tensor | None = None, *, mask: Tensor | None = None) -> Tensor:
     r"""PPO's KL-penalised surrogate, as a loss: :math:`-L^{KLPEN}`.
 
-    .. math:: L^{KLPEN}(\theta) = \hat{\mathbb E}_t\big[r_t(\theta)\hat A_t
+    .. math:: L^{KLPEN}(\theta) = \hat{\mathbb E}_t\big[\rho_t(\theta)\hat A_t
               - \beta\, KL[\pi_{\theta_{old}}(\cdot|s_t), \pi_\theta(\cdot|s_t)]\big]
 
     ``kl``: per-sample (or per-state exact) KL(old || new) with gradient; if ``None`` it is

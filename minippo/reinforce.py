@@ -4,9 +4,9 @@ Chapter 1, policy gradient.  The gradient of the expected return is estimated fr
 episodes by the score-function (likelihood-ratio) estimator with reward-to-go,
 
 .. math:: \\nabla_\\theta J(\\theta) \\approx \\hat{\\mathbb E}_t\\big[\\nabla_\\theta \\log
-          \\pi_\\theta(a_t|s_t)\\,(\\hat R_t - b(s_t))\\big],
+          \\pi_\\theta(a_t|s_t)\\,(G_t - b(s_t))\\big],
 
-where :math:`\\hat R_t` is the discounted reward-to-go and :math:`b(s_t) = V_\\phi(s_t)` a learned
+where :math:`G_t` is the discounted reward-to-go and :math:`b(s_t) = V_\\phi(s_t)` a learned
 baseline (``baseline=True``) that lowers the variance without adding bias (Williams 1992,
 Section 6; Sutton & Barto 2018, Section 13.4).  One gradient step per batch of experience: the
 data are on-policy only for the policy that collected them.
@@ -66,12 +66,12 @@ class ReinforceConfig(TrainingConfig):
 
 # --------------------------------------------------------------------------- estimator
 def returns_and_advantages(rollout: Rollout, gamma: float, baseline: bool) -> tuple[Tensor, Tensor]:
-    r"""Reward-to-go :math:`\hat R_t` and the weights :math:`\hat R_t - b(s_t)` (T, B).
+    r"""Reward-to-go :math:`G_t` and the weights :math:`G_t - b(s_t)` (T, B).
 
-    With a baseline, :math:`\hat R_t` is the Monte-Carlo return bootstrapped from V only where
+    With a baseline, :math:`G_t` is the Monte-Carlo return bootstrapped from V only where
     the episode was cut off (time limit or end of the batch): the lambda-return with
     :math:`\lambda = 1`.  Without one it is the plain reward-to-go, and the weights are
-    :math:`\hat R_t` itself.  Source: Williams (1992); Sutton & Barto (2018), Section 13.4.
+    :math:`G_t` itself.  Source: Williams (1992); Sutton & Barto (2018), Section 13.4.
     Chapter 1, policy gradient.
     """
     if baseline:

@@ -62,7 +62,7 @@ class TRPOConfig(TrainingConfig):
     gae_lambda: float = 0.97  #: GAE lambda (Spinning Up's TRPO default; GAE paper uses 0.96-0.99)
     max_kl: float = 0.01  #: trust-region radius delta (TRPO paper, Section 8: 0.01)
     cg_iters: int = 10  #: conjugate-gradient iterations (TRPO paper, Appendix C: 10)
-    cg_damping: float = 0.1  #: damping lambda in (F + lambda I) (modular_rl, Spinning Up: 0.1)
+    cg_damping: float = 0.1  #: damping eta in (F + eta I) (modular_rl, Spinning Up: 0.1)
     backtrack_ratio: float = 0.5  #: step shrink factor per line-search try (Appendix C: 0.5)
     max_backtracks: int = 10  #: line-search tries (Spinning Up: 10)
     vf_learning_rate: float = 1e-3  #: Adam learning rate of the value function (Spinning Up: 1e-3)
@@ -115,7 +115,7 @@ def kl_gradient(policy: ActorCritic, obs: Tensor) -> Tensor:
 
 def fisher_vector_product(policy: ActorCritic, obs: Tensor, vector: Tensor, damping: float = 0.1,
                           grad_kl: Tensor | None = None) -> Tensor:
-    r"""Damped Fisher-vector product :math:`(F + \lambda I)\,v` by double backpropagation.
+    r"""Damped Fisher-vector product :math:`(F + \eta I)\,v` by double backpropagation.
 
     :math:`F = \nabla^2_\theta \bar D_{KL}(\theta_{old}, \theta)\big|_{\theta=\theta_{old}}`,
     the Hessian of the mean KL at the current parameters, which equals the Fisher information
@@ -128,7 +128,7 @@ def fisher_vector_product(policy: ActorCritic, obs: Tensor, vector: Tensor, damp
         policy: the network; only ``policy.policy_parameters()`` are differentiated.
         obs: (N, O) sampled states.
         vector: (P,) flat vector over the policy parameters.
-        damping: :math:`\lambda \ge 0`, keeps CG stable where F is near singular.
+        damping: :math:`\eta \ge 0`, keeps CG stable where F is near singular.
         grad_kl: :func:`kl_gradient` of ``policy`` on ``obs``, to reuse across calls
             (computed here when ``None``).
     Returns:
