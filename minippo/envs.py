@@ -18,7 +18,7 @@ Who uses what:
 :class:`Pendulum`   Chapter 4: PPO with a Gaussian policy (continuous actions)
 :class:`Bandit`     Chapter 1: the score-function gradient estimate against the exact gradient
 :class:`ChainMDP`   Chapter 2: bias and variance of n-step / GAE advantages against the truth
-:class:`GymVecEnv`  Chapter 5: PPO on any Gymnasium task (discrete or continuous actions)
+:class:`GymVecEnv`  no chapter trains on it: the reader's way to run PPO on any Gymnasium task
 =================  ===========================================================================
 """
 from __future__ import annotations
@@ -650,8 +650,11 @@ class GymVecEnv:
     * Observations are flattened to (B, O) float32; episode returns and lengths are tracked
       here (float32 / long), like in :class:`CartPole`.
 
-    Chapter 5 uses it to run the package's PPO on other tasks. Gymnasium is imported only
-    when this class is used, so ``import minippo`` does not need it.
+    No chapter trains on it (the chapters use the batched torch environments above, which are
+    faster); chapter 4's section on bounded actions names its clipping, and it is the reader's
+    way to run the package's PPO on any other Gymnasium task. ``tests/test_envs.py`` checks it
+    against Gymnasium's own environments. Gymnasium is imported only when this class is used,
+    so ``import minippo`` does not need it.
     """
 
     def __init__(
