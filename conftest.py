@@ -15,6 +15,7 @@ so the unit tests in the same worker never see them.
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 
 import pytest
 
@@ -57,3 +58,32 @@ def pytest_runtest_setup(item):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# ----------------------------------------------------------------------------- notebook times
+#: DESIGN.md's budgets: a chapter alone with nbval on an idle 2-core machine (the capstone more).
+BUDGET_S = {"08_capstone_rlhf_code": 150.0}
+DEFAULT_BUDGET_S = 90.0
+_notebook_seconds: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    """Add up each notebook's setup, cells and teardown (under xdist: on the controller)."""
+    path = report.nodeid.split("::")[0]
+    if path.endswith(".ipynb"):
+        _notebook_seconds[path] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print every notebook's time in this run beside its budget: a measurement, not a test (the
+    budgets are for a chapter alone on an idle machine; here other tests share the CPUs)."""
+    if not _notebook_seconds:
+        return
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    tr = terminalreporter
+    tr.section(f"notebook times under nbval (load average now {load})")
+    for path, seconds in sorted(_notebook_seconds.items()):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        budget = BUDGET_S.get(stem, DEFAULT_BUDGET_S)
+        tr.write_line(f"{path:<55} {seconds:6.1f} s   budget {budget:.0f} s"
+                      + ("   over budget here" if seconds > budget else ""))
