@@ -49,9 +49,10 @@ from minippo import (
 
 __version__ = "0.1.0"
 
-#: Imported on first use, so that ``import minippo`` stays light: the plots need matplotlib and
-#: seaborn, the language-model half its whole stack (model, sandbox, trainers).
-_LAZY_MODULES = ("plotting", "lm")
+#: Imported on first use, so that ``import minippo`` stays light: the plots and the figure style
+#: need matplotlib (and seaborn), the language-model half its whole stack (model, sandbox,
+#: trainers).
+_LAZY_MODULES = ("plotting", "style", "lm")
 
 
 def __getattr__(name: str):

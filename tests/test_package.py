@@ -22,9 +22,10 @@ def test_import_minippo_loads_neither_matplotlib_nor_the_language_models():
 def test_lazy_modules_load_on_first_use():
     loaded = _modules_after("import minippo as mp; mp.plotting.dashboard; mp.lm.RLHFConfig")
     assert {"matplotlib", "minippo.plotting", "minippo.lm.rlhf"} <= loaded
+    assert "minippo.style" in _modules_after("import minippo as mp; mp.style.book_style")
     import minippo as mp
 
-    assert {"plotting", "lm", "ppo"} <= set(dir(mp))
+    assert {"plotting", "style", "lm", "ppo"} <= set(dir(mp))
 
 
 def test_checks_all_lists_every_checker():
