@@ -33,7 +33,7 @@ PENDING: set[tuple[str, str]] = {
     (stem, check)
     for stem in ("01_policy_gradient", "02_value_functions_gae", "03_trust_regions_trpo",
                  "04_ppo_clipped_objective", "05_ppo_in_practice", "06_cartpole_to_tokens",
-                 "07_reward_models_overoptimisation", "08_capstone_rlhf_code", "09_beyond_ppo",
+                 "07_reward_models_overoptimisation", "08_capstone_rlhf_code",
                  "10_minippo_to_trl")
     for check in ("objectives", "exercises")
 } | {(stem, "ending") for stem in ("01_policy_gradient", "08_capstone_rlhf_code", "10_minippo_to_trl")}

@@ -246,8 +246,8 @@ def _after_update(policy: GPT, gen, logp_old: torch.Tensor, clip_eps: float, tem
 
 
 # --------------------------------------------------------------------------- GRPO
-def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor, adv: torch.Tensor,
-              mask: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
+def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor,
+              adv: torch.Tensor, mask: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
     """GRPO's loss for ``(b, R)`` token tensors and per-response advantages ``adv`` (b,).
 
     .. math:: \\mathcal L = -\\frac{1}{b}\\sum_i \\frac{1}{Z_i}\\sum_t \\min\\big(\\rho_{i,t}\\hat A_i,
@@ -262,7 +262,9 @@ def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor
     compares it with TRL's ``loss_type`` options (``grpo`` and ``dr_grpo`` are these two).
     """
     lengths = mask.sum(dim=1).to(logp.dtype)  # (b,)
-    z = lengths if config.length_normalise else torch.full_like(lengths, float(config.max_new_tokens))  # (b,)
+    # Z_i: the response's length (GRPO) or a constant (Dr. GRPO)
+    z = (lengths if config.length_normalise
+         else torch.full_like(lengths, float(config.max_new_tokens)))  # (b,)
     w = mask.sum().to(logp.dtype) / (len(z) * z)  # (b,)
     adv_tok = (adv * w)[:, None].expand_as(logp)  # (b, R)
     pg = clipped_surrogate(logp, logp_old, adv_tok, config.clip_eps, mask=mask)
