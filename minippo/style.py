@@ -208,7 +208,8 @@ def table(data, digits: int | dict = 2, index: bool = False, code: tuple[str, ..
     """A table for the page: a pandas ``Styler`` of ``data`` (a DataFrame, or anything
     ``pandas.DataFrame`` takes) that shows numbers with :func:`reading_number` (``digits``: one
     for all columns or ``{column: digits}``), text as text (no reprs: a string's first line,
-    ``'def add1(x):\\n'`` reads "def add1(x):"), the columns named in ``code`` in a monospace
+    ``'def add1(x):\\n'`` reads "def add1(x):"; "<algorithm>/entropy" is shown, not read as an
+    HTML tag), the columns named in ``code`` in a monospace
     font, and no index unless ``index``. The last expression of a cell, it renders as an HTML table
     that the book's CSS fits to the column (or scrolls on a phone)."""
     import pandas as pd
@@ -225,7 +226,7 @@ def table(data, digits: int | dict = 2, index: bool = False, code: tuple[str, ..
             return reading_number(x, places)
         return show
 
-    styler = frame.style.format({c: cell(c) for c in frame.columns})
+    styler = frame.style.format({c: cell(c) for c in frame.columns}, escape="html")  # "<a>" is text
     if code:
         styler = styler.set_properties(subset=list(code), **{"font-family": "var(--pst-font-family-monospace)"})
     if not index:

@@ -136,3 +136,5 @@ def test_table_formats_numbers_and_text_for_reading():
     assert "def add1(x): …" in html and "\\n" not in html and "'def" not in html
     assert ">0.00<" in html and "-0.00" not in html and "2,048" in html
     assert "monospace" in html
+    escaped = mp.style.table({"minippo": ["<algorithm>/entropy"], "x": ["a & b"]}).to_html()
+    assert "&lt;algorithm&gt;/entropy" in escaped and "a &amp; b" in escaped
