@@ -33,10 +33,9 @@ PENDING: set[tuple[str, str]] = {
     (stem, check)
     for stem in ("01_policy_gradient", "02_value_functions_gae", "03_trust_regions_trpo",
                  "04_ppo_clipped_objective", "05_ppo_in_practice", "06_cartpole_to_tokens",
-                 "07_reward_models_overoptimisation", "08_capstone_rlhf_code",
-                 "10_minippo_to_trl")
+                 "07_reward_models_overoptimisation", "08_capstone_rlhf_code")
     for check in ("objectives", "exercises")
-} | {(stem, "ending") for stem in ("01_policy_gradient", "08_capstone_rlhf_code", "10_minippo_to_trl")}
+} | {(stem, "ending") for stem in ("01_policy_gradient", "08_capstone_rlhf_code")}
 
 
 def markdown(path):

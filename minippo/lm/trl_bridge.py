@@ -197,9 +197,10 @@ class _PositionIdsFix:
     reference) in ``_get_per_token_logps_and_entropies``, which calls ``model(**inputs)``; hand it
     the model wrapped so that those calls carry ``position_ids``."""
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
-        return super()._get_per_token_logps_and_entropies(PositionsFromMask(model), input_ids, attention_mask,
-                                                          *args, **kwargs)
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args,
+                                           **kwargs):
+        return super()._get_per_token_logps_and_entropies(PositionsFromMask(model), input_ids,
+                                                          attention_mask, *args, **kwargs)
 
 
 class GRPOTrainer(_PositionIdsFix, trl.GRPOTrainer):
