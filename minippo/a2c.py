@@ -82,13 +82,15 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
     """GAE advantages (estimator), then one gradient step on :func:`a2c_loss`.  Returns the
     ``a2c/...`` metrics (the DESIGN.md set under A2C's own prefix)."""
     adv, ret = advantages_and_returns(rollout, config.gamma, config.gae_lambda)
-    adv, ret = adv.flatten(), ret.flatten()  # (N,), (N,) ret: lambda-returns, the value targets
+    adv, ret = adv.flatten(), ret.flatten()  # (N,), (N,) ret: lambda-returns, value targets
     if config.norm_adv:
         adv = whiten(adv)  # (N,)
     batch = rollout.flatten()
     loss, parts = a2c_loss(agent, batch["obs"], batch["actions"], adv, ret, config)
-    check_finite(update_index, policy_loss=parts["policy_loss"], value_loss=parts["value_loss"])
-    optimizer_step(list(agent.parameters()), optimizer, loss, config.max_grad_norm, foreach=True)
+    check_finite(update_index, policy_loss=parts["policy_loss"],
+                 value_loss=parts["value_loss"])
+    optimizer_step(list(agent.parameters()), optimizer, loss, config.max_grad_norm,
+                   foreach=True)
 
     metrics = policy_diagnostics(agent, batch, ret, "a2c")
     metrics.update({
