@@ -383,9 +383,9 @@ def check_kl_estimators(k1: Callable | None = None, k2: Callable | None = None,
     given = {"kl_k1": k1, "kl_k2": k2, "kl_k3": k3}
     if all(f is None for f in given.values()):
         raise ValueError("pass at least one estimator: check_kl_estimators(k1=..., k2=..., k3=...)")
-    hint = ("the samples come from q (first argument); log r = logp_p - logp_q; k1 = -log r, "
-            "k2 = (log r)^2 / 2, k3 = (r - 1) - log r; return one estimate per sample "
-            "(no mean).")
+    hint = ("the samples come from q (first argument); log rho = logp_p - logp_q (the other "
+            "distribution over the one that sampled); k1 = -log rho, k2 = (log rho)^2 / 2, "
+            "k3 = (rho - 1) - log rho; return one estimate per sample (no mean).")
     for name, fn in given.items():
         if fn is not None:
             check(fn, getattr(_obj, name), _cases_kl, n_cases, name=name, hint=hint)

@@ -71,7 +71,18 @@ class GPTConfig:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention in which position i sees positions j <= i that are not padding."""
+    """Multi-head self-attention in which position i sees positions j <= i that are not padding.
+
+    Chapter 6 ("Causal self-attention") derives it and checks it against a by-hand version. Per
+    head, with queries, keys and values computed from the layer's input by ``c_attn``,
+
+    .. math:: a_{ij} = \\operatorname{softmax}_j\\big(q_i^\\top k_j / \\sqrt{D_h} + m_{ij}\\big),
+              \\qquad o_i = \\sum_j a_{ij} v_j,
+
+    where the mask :math:`m_{ij}` is 0 if :math:`j \\le i` and token j is not PAD, and
+    :math:`-\\infty` otherwise (built in :meth:`GPT.hidden` as ``allowed``); the heads' outputs are
+    concatenated and ``c_proj`` maps them back into the residual stream (W_O).
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
