@@ -147,10 +147,11 @@ class RLHFConfig:
 
 # --------------------------------------------------------------------------- the reward
 def kl_penalized_rewards(score: torch.Tensor, logp: torch.Tensor, logp_ref: torch.Tensor,
-                         mask: torch.Tensor, kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+                         mask: torch.Tensor,
+                         kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token RLHF rewards: the KL penalty on every token, the score on the last one.
 
-    .. math:: r_t = -\\beta\\, k_1(t) + [t = T_b]\\, s_b, \\qquad
+    .. math:: r_t = -\\beta\\, k_1(t) + [t = T_b]\\, \\mathrm{score}_b, \\qquad
               k_1(t) = \\log\\pi_\\theta(y_t|s_t) - \\log\\pi_{ref}(y_t|s_t)
 
     where :math:`T_b` is the index of response ``b``'s EOS (its last token if truncated).  Zero
@@ -160,8 +161,8 @@ def kl_penalized_rewards(score: torch.Tensor, logp: torch.Tensor, logp_ref: torc
     ``compute_rewards``.  Chapter 6, from CartPole to tokens.
     """
     if score.shape != logp.shape[:1]:
-        raise ValueError(f"score must have shape ({logp.shape[0]},) to match logp {tuple(logp.shape)}, "
-                         f"got {tuple(score.shape)}")
+        raise ValueError(f"score must have shape ({logp.shape[0]},) to match logp "
+                         f"{tuple(logp.shape)}, got {tuple(score.shape)}")
     m = mask.to(logp.dtype)  # (B, R)
     kl = kl_k1(logp, logp_ref) * m  # (B, R)
     rewards = -kl_coef * kl  # (B, R)
