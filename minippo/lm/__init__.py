@@ -8,6 +8,7 @@
 ``code_reward``     syntax / tests / quality reward (0.3 / 0.5 / 0.2) and the ``code/...`` metrics
 ``sft``             supervised fine-tuning (warm-up + cosine), cached SFT models
 ``reward_model``    Bradley-Terry reward model from preference pairs
+``best_of_n``       best-of-n sampling: its KL to the reference, its expected reward from one pool
 ``rlhf``            RLHF-PPO: KL-penalised rewards, GAE with gamma = 1, clipped losses, KL control
 ``alternatives``    RLOO, GRPO / Dr. GRPO, DPO
 ``memory``          gradient accumulation and activation checkpointing, measured
@@ -28,7 +29,8 @@ Shapes: B sequences, P prompt width (left-padded), R response width, L = P + R, 
 D hidden width.
 """
 from minippo.lm import (  # noqa: F401  (the modules, for mp.lm.rlhf.train etc.)
-    alternatives, code_reward, codetask, memory, model, reward_model, rlhf, sandbox, scaling, sft, tokenizer,
+    alternatives, best_of_n, code_reward, codetask, memory, model, reward_model, rlhf, sandbox, scaling,
+    sft, tokenizer,
 )
 from minippo.lm.tokenizer import CharTokenizer
 from minippo.lm.model import (

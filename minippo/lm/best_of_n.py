@@ -1,0 +1,77 @@
+"""Best-of-n sampling against a learned reward: its KL to the sampler and its expected true reward.
+
+Best-of-n draws n responses of a reference policy for one prompt and keeps the one a proxy
+reward scores highest. It is the other optimiser of Gao et al.'s over-optimisation study
+(Gao, Schulman and Hilton 2023, section 2), next to RL; chapter 7 derives the two functions below
+(its equations ``ch07-eq-bon-kl`` and ``ch07-eq-bon-estimator``) and plots both optimisers on
+one sqrt(KL) axis.
+
+Shapes: P prompts, N responses sampled per prompt (the pool), n <= N the best-of-n size.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["best_of_n_kl", "best_of_n_weights", "best_of_n_estimate"]
+
+
+def best_of_n_kl(n: int | Sequence[int] | np.ndarray) -> np.ndarray | float:
+    r"""KL(best-of-n || reference) = log n - (n - 1)/n, in nats (chapter 7, eq. ``ch07-eq-bon-kl``).
+
+    With a proxy score that has a continuous distribution under the reference (no ties), the
+    kept response has density :math:`n F(s(y))^{n-1}\pi_\text{ref}(y)`, F the distribution
+    function of the score, and :math:`\mathrm{KL} = \log n + (n-1)\,\mathbb E[\log U_{(n)}]` with
+    :math:`U_{(n)}` the largest of n uniforms, :math:`\mathbb E[\log U_{(n)}] = -1/n`.  Stiennon et
+    al. (2020), appendix G.3; Gao et al. (2023), section 2.  Where the reference repeats responses
+    (ties) the true KL is smaller: the formula is then an upper bound (Beirami et al. 2024).
+    """
+    n_arr = np.asarray(n, dtype=float)
+    if np.any(n_arr < 1):
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    kl = np.log(n_arr) - (n_arr - 1) / n_arr
+    return float(kl) if kl.ndim == 0 else kl
+
+
+def best_of_n_weights(pool_size: int, n: int) -> np.ndarray:
+    r"""Probability that the sample of rank i (ascending, 1-based) is the best of a random n-subset.
+
+    :math:`w_i = \binom{i-1}{n-1} / \binom{N}{n}`: the subsets whose largest member is the i-th
+    smallest of N are those that contain it and n - 1 of the i - 1 below it (chapter 7, eq.
+    ``ch07-eq-bon-estimator``).  Returns shape ``(N,)``; the weights sum to 1.
+    """
+    if not 1 <= n <= pool_size:
+        raise ValueError(f"n must be in [1, pool_size={pool_size}], got {n}")
+    total = math.comb(pool_size, n)
+    return np.array([math.comb(i - 1, n - 1) / total for i in range(1, pool_size + 1)])
+
+
+def best_of_n_estimate(proxy: torch.Tensor | np.ndarray, value: torch.Tensor | np.ndarray,
+                       ns: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    r"""Unbiased estimate of E[value of the best-of-n response], for every n in ``ns``, from one pool.
+
+    ``proxy`` and ``value`` are ``(P, N)``: N responses per prompt, the score that selects
+    (the learned reward) and the quantity to average (the true reward, or the proxy itself).
+    Per prompt the responses are sorted by ``proxy`` and ``value`` is averaged with
+    :func:`best_of_n_weights`: the mean of the best-of-n value over all
+    :math:`\binom{N}{n}` subsets of the pool, an unbiased estimate of best-of-n on fresh samples
+    (Nakano et al. 2021, appendix; Gao et al. 2023).  Ties in ``proxy`` (repeated responses)
+    are broken by a stable sort; identical responses have identical values, so the order among
+    them does not matter.
+
+    Returns ``(mean, standard error)``, each ``(len(ns),)``: the mean over prompts of the
+    per-prompt estimates and its standard error across prompts.
+    """
+    proxy = np.asarray(proxy, dtype=float)  # (P, N)
+    value = np.asarray(value, dtype=float)  # (P, N)
+    if proxy.ndim != 2 or proxy.shape != value.shape:
+        raise ValueError(f"proxy and value must both be (P, N), got {proxy.shape} and {value.shape}")
+    P, N = proxy.shape
+    order = np.argsort(proxy, axis=1, kind="stable")  # (P, N), ascending
+    ranked = np.take_along_axis(value, order, axis=1)  # (P, N)
+    per_prompt = np.stack([ranked @ best_of_n_weights(N, n) for n in ns], axis=1)  # (P, len(ns))
+    se = per_prompt.std(axis=0, ddof=1) / np.sqrt(P) if P > 1 else np.full(len(ns), np.nan)
+    return per_prompt.mean(axis=0), se
