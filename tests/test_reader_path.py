@@ -31,7 +31,7 @@ EXERCISE = re.compile(r"^(`{3,}|:{3,})\{exercise\}[^\n]*\n(?P<body>.*?)^\1\s*$",
 #: (chapter stem, check) pairs not yet in the form above.
 PENDING: set[tuple[str, str]] = {
     (stem, check)
-    for stem in ("03_trust_regions_trpo", "04_ppo_clipped_objective", "07_reward_models_overoptimisation", "08_capstone_rlhf_code")
+    for stem in ("03_trust_regions_trpo", "04_ppo_clipped_objective", "08_capstone_rlhf_code")
     for check in ("objectives", "exercises")
 } | {(stem, "ending") for stem in ("08_capstone_rlhf_code",)}
 

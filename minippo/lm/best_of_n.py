@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["best_of_n_kl", "best_of_n_weights", "best_of_n_estimate"]
+__all__ = ["best_of_n_kl", "best_of_n_weights", "best_of_n_per_prompt", "best_of_n_estimate"]
 
 
 def best_of_n_kl(n: int | Sequence[int] | np.ndarray) -> np.ndarray | float:
@@ -49,29 +49,33 @@ def best_of_n_weights(pool_size: int, n: int) -> np.ndarray:
     return np.array([math.comb(i - 1, n - 1) / total for i in range(1, pool_size + 1)])
 
 
-def best_of_n_estimate(proxy: torch.Tensor | np.ndarray, value: torch.Tensor | np.ndarray,
-                       ns: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    r"""Unbiased estimate of E[value of the best-of-n response], for every n in ``ns``, from one pool.
+def best_of_n_per_prompt(proxy: torch.Tensor | np.ndarray, value: torch.Tensor | np.ndarray,
+                         ns: Sequence[int]) -> np.ndarray:
+    r"""Per prompt, the unbiased estimate of E[value of the best-of-n response], shape ``(P, len(ns))``.
 
     ``proxy`` and ``value`` are ``(P, N)``: N responses per prompt, the score that selects
     (the learned reward) and the quantity to average (the true reward, or the proxy itself).
     Per prompt the responses are sorted by ``proxy`` and ``value`` is averaged with
     :func:`best_of_n_weights`: the mean of the best-of-n value over all
     :math:`\binom{N}{n}` subsets of the pool, an unbiased estimate of best-of-n on fresh samples
-    (Nakano et al. 2021, appendix; Gao et al. 2023).  Ties in ``proxy`` (repeated responses)
-    are broken by a stable sort; identical responses have identical values, so the order among
-    them does not matter.
-
-    Returns ``(mean, standard error)``, each ``(len(ns),)``: the mean over prompts of the
-    per-prompt estimates and its standard error across prompts.
+    (Nakano et al. 2021; Gao et al. 2023).  Ties in ``proxy`` (repeated responses) are broken
+    by a stable sort; identical responses have identical values, so their order does not matter.
+    Differences between columns are paired: the same pool serves every n.
     """
     proxy = np.asarray(proxy, dtype=float)  # (P, N)
     value = np.asarray(value, dtype=float)  # (P, N)
     if proxy.ndim != 2 or proxy.shape != value.shape:
         raise ValueError(f"proxy and value must both be (P, N), got {proxy.shape} and {value.shape}")
-    P, N = proxy.shape
     order = np.argsort(proxy, axis=1, kind="stable")  # (P, N), ascending
     ranked = np.take_along_axis(value, order, axis=1)  # (P, N)
-    per_prompt = np.stack([ranked @ best_of_n_weights(N, n) for n in ns], axis=1)  # (P, len(ns))
+    return np.stack([ranked @ best_of_n_weights(proxy.shape[1], n) for n in ns], axis=1)
+
+
+def best_of_n_estimate(proxy: torch.Tensor | np.ndarray, value: torch.Tensor | np.ndarray,
+                       ns: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`best_of_n_per_prompt`, summarised: ``(mean, standard error)`` over prompts, each
+    ``(len(ns),)``."""
+    per_prompt = best_of_n_per_prompt(proxy, value, ns)  # (P, len(ns))
+    P = per_prompt.shape[0]
     se = per_prompt.std(axis=0, ddof=1) / np.sqrt(P) if P > 1 else np.full(len(ns), np.nan)
     return per_prompt.mean(axis=0), se
