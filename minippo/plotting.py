@@ -71,7 +71,6 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
         ax_ret.plot(ep_x[last], _rolling(ep_r, window, np.mean)[last], color="tab:blue",
                     label=f"mean of last {window}")
     ax_ret.set(title="Episodic return", ylabel="return (reward per episode)")
-    ax_ret.legend(loc="lower right", fontsize="small")
 
     if len(ep_r):
         ax_std.plot(ep_x[last], _rolling(ep_r, window, np.std)[last], color="tab:gray")
@@ -90,7 +89,6 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
     if target_kl is not None:
         ax_kl.axhline(target_kl, color="black", linestyle="--", label=f"target {target_kl:g}")
     ax_kl.set(title="KL divergence per update", ylabel="KL (nats)")
-    ax_kl.legend(loc="best", fontsize="small")  # "best" also avoids the target line
 
     ax_cf.plot(x, _column(history, f"{prefix}/clip_fraction"), color="tab:orange")
     ax_cf.set(title=f"Clip fraction (ε = {clip_eps:g})", ylabel="fraction of samples clipped",
@@ -107,6 +105,7 @@ def dashboard(history: History, target_kl: float | None = None, title: str | Non
         ax.set_xlabel(STEP_LABEL)
         format_steps(ax)
         ax.grid(alpha=0.3)
+    legend_below(fig)  # episode dots, their mean, the KL and its target: one legend, off the data
     if title:
         fig.suptitle(title)
     return fig

@@ -169,6 +169,8 @@ def legend_below(where, ncols: int | None = None, **legend):
             seen.setdefault(label, handle)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
+    for old in list(fig.legends):  # called twice (a dashboard, then its chapter): one legend
+        old.remove()
     ncols = ncols or min(len(seen), 4) or 1
     return fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=ncols, **legend)
 

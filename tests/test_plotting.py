@@ -147,3 +147,14 @@ def test_heatmap_pivots_and_averages():
     assert ax.get_title() == "seconds (mean over runs)"
     texts = sorted(t.get_text() for t in ax.texts)
     assert texts == sorted(["2", "2", "3", "4"])  # (1e-3, 4) averages 1.0 and 3.0
+
+
+def test_dashboard_legend_is_under_the_panels_not_on_the_data():
+    fig = dashboard(fake_history())
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "episode" in labels and any(label.startswith("KL") for label in labels)
+    fig.canvas.draw()
+    lowest = min(ax.get_window_extent().y0 for ax in fig.axes)
+    assert legend.get_window_extent().y1 <= lowest

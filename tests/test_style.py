@@ -138,3 +138,12 @@ def test_table_formats_numbers_and_text_for_reading():
     assert "monospace" in html
     escaped = mp.style.table({"minippo": ["<algorithm>/entropy"], "x": ["a & b"]}).to_html()
     assert "&lt;algorithm&gt;/entropy" in escaped and "a &amp; b" in escaped
+
+
+def test_legend_below_twice_leaves_one_legend():
+    """A chapter may put a legend under a dashboard that already has one: still one legend."""
+    fig, axes = style.panels(2)
+    axes[0].plot([0, 1], [0, 1], label="PPO")
+    style.legend_below(fig)
+    style.legend_below(fig)
+    assert len(fig.legends) == 1
