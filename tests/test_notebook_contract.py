@@ -220,3 +220,32 @@ def test_exercises_have_solutions_and_checkers(notebook):
     if labels:
         assert re.search(r"\b(mp\.)?checks\.check\w*\(", text), (
             f"{path.name} has exercises but calls no minippo.checks checker")
+
+
+# Every cross-reference target is defined once in the whole book: a section label `(name)=`,
+# a directive's `:label:` / `:name:`, or a figure cell's `mystnb.figure.name`. Sphinx reports
+# a second definition only in the `-W` book build ("Duplicate explicit target name"), minutes
+# into a run; this finds it in a second. (A section and its figure once shared a name.)
+TARGET = re.compile(r"^\s*\(([\w-]+)\)=\s*$|^\s*:(?:label|name):\s*([\w-]+)\s*$", re.M)
+
+
+def _targets():
+    found = []
+    for path in NOTEBOOKS:
+        for cell in read(path).cells:
+            found += [(a or b, path.name) for a, b in TARGET.findall(cell.source)]
+            name = cell.metadata.get("mystnb", {}).get("figure", {}).get("name")
+            if name:
+                found.append((name, path.name))
+    for path in sorted((ROOT / "book").glob("*.md")):
+        found += [(a or b, path.name) for a, b in TARGET.findall(path.read_text())]
+    return found
+
+
+def test_every_target_is_defined_once():
+    where = {}
+    for name, place in _targets():
+        where.setdefault(name, []).append(place)
+    twice = {name: places for name, places in where.items() if len(places) > 1}
+    assert not twice, f"targets defined more than once (rename one; Sphinx fails the -W build): {twice}"
+    assert len(where) > 50, "the target scan found too few targets; is the pattern still right?"
