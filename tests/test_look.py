@@ -52,19 +52,6 @@ THEMES = {"sphinx-book-theme": "1.1.4", "pydata-sphinx-theme": "0.15.4"}  # requ
 #: Chapter content not yet on minippo.style (phase 2 of issue 17 empties this):
 #: (doc, width, check) -> why. Checks: "image_size", "alt_text", "wide_table", "wide_code".
 PHASE_2: dict[tuple[str, str, str], str] = {
-    ("chapters/03_trust_regions_trpo", "desktop", "image_size"): "figures drawn wider than the column: mp.style.panels",
-    ("chapters/03_trust_regions_trpo", "phone", "image_size"): "figures drawn wider than the column: mp.style.panels",
-    ("chapters/04_ppo_clipped_objective", "desktop", "image_size"): "figures drawn wider than the column: mp.style.panels",
-    ("chapters/04_ppo_clipped_objective", "phone", "image_size"): "figures drawn wider than the column: mp.style.panels",
-    ("chapters/08_capstone_rlhf_code", "desktop", "image_size"): "figures drawn wider than the column: mp.style.panels",
-    ("chapters/08_capstone_rlhf_code", "phone", "image_size"): "figures drawn wider than the column: mp.style.panels",
-    ("chapters/03_trust_regions_trpo", "desktop", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
-    ("chapters/03_trust_regions_trpo", "phone", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
-    ("chapters/04_ppo_clipped_objective", "desktop", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
-    ("chapters/04_ppo_clipped_objective", "phone", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
-    ("chapters/08_capstone_rlhf_code", "desktop", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
-    ("chapters/08_capstone_rlhf_code", "phone", "alt_text"): "alt text is the file hash: mp.style.figure_metadata",
-    ("chapters/08_capstone_rlhf_code", "desktop", "wide_table"): "token-by-token tables 778/817 px: mp.style.table, fewer columns",
 }
 
 #: Failures that are possible but not yet measured in a built book (not strict: the test neither
@@ -73,10 +60,10 @@ NOT_YET_MEASURED: dict[tuple[str, str, str], str] = {}
 
 #: Code lines too long for the column at 1280 px (measured before minippo.css drew code at 0.8em,
 #: which may fix some: not strict). Phase 2 wraps the lines (about 95 characters) and empties it.
-PHASE_2_WIDE_CODE = {f"chapters/{c}" for c in ("03_trust_regions_trpo", "04_ppo_clipped_objective", "08_capstone_rlhf_code")}
+PHASE_2_WIDE_CODE: set[str] = set()
 
 #: Chapters whose last section is not yet called CHAPTER_ENDING (phase 2 renames it).
-PHASE_2_ENDINGS: set[str] = {"chapters/08_capstone_rlhf_code"}  # "Summary"
+PHASE_2_ENDINGS: set[str] = set()
 
 
 # ----------------------------------------------------------------------------- measuring a page

@@ -29,11 +29,7 @@ DIFFICULTY = re.compile(r"^\*\*★{1,3}\*\* · about \d+ min$")
 EXERCISE = re.compile(r"^(`{3,}|:{3,})\{exercise\}[^\n]*\n(?P<body>.*?)^\1\s*$", re.M | re.S)
 
 #: (chapter stem, check) pairs not yet in the form above.
-PENDING: set[tuple[str, str]] = {
-    (stem, check)
-    for stem in ("03_trust_regions_trpo", "04_ppo_clipped_objective", "08_capstone_rlhf_code")
-    for check in ("objectives", "exercises")
-} | {(stem, "ending") for stem in ("08_capstone_rlhf_code",)}
+PENDING: set[tuple[str, str]] = set()
 
 
 def markdown(path):

@@ -11,7 +11,9 @@ implements it, every token also pays a KL penalty to the frozen SFT *reference* 
 
 (:func:`kl_penalized_rewards`; the bracket is the score added at the EOS token, index ``T``).
 The return of the whole response is then ``s - beta * k1-KL(policy || reference)``.  From there on
-it is the PPO of chapters 4-5, reused, not rewritten (STYLE.md #10): GAE with ``gamma = 1``
+it is the PPO of chapters 4-5, reused, not rewritten (each equation exists once in the
+package: the language-model trainer calls the functions the CartPole chapters derive): GAE with
+``gamma = 1``
 (``minippo.advantages.gae`` with ``time_dim=1`` and the response mask), advantage (and,
 optionally, reward) whitening (``minippo.advantages.whiten``), the clipped surrogate and clipped value loss
 (``minippo.objectives``), the early stop of chapter 5 (epochs end before a minibatch step
