@@ -4,7 +4,7 @@ formats, titles in words and legends off the data.
 Every chapter calls :func:`book_style` once (in its setup cell) and draws multi-panel figures
 with :func:`panels`; :mod:`minippo.plotting` draws its dashboards the same way.
 
-**Sizes.** The rendered book's text column is 688 px wide on a 1280-px screen and 358 px on a
+**Sizes.** The rendered book's text column is 768 px wide on a 1280-px screen and 358 px on a
 390-px phone. A figure is drawn at most :data:`WIDTH_PX` = 590 px wide (at :data:`DPI`), so a
 desktop shows it at its drawn size (text at 9.5 pt = 13 px) and a phone at 358/590 = 61% of
 it, never below the 60% that ``tests/test_look.py`` accepts. Panels go at most three to a row
