@@ -112,6 +112,9 @@ class Book:
     """What the conversion needs to know about the whole book."""
     docs: list[str]
     targets: dict[str, Target] = field(default_factory=dict)
+    # (name, doc) of every explicitly named target, in reading order: a name twice here is a
+    # name Sphinx rejects ("Duplicate explicit target name"), though ``targets`` keeps one
+    definitions: list[tuple[str, str]] = field(default_factory=list)
     chapter_numbers: dict[str, int] = field(default_factory=dict)
     citations: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (authors, year)
     brackets: tuple[str, str] = ("(", ")")
@@ -156,6 +159,8 @@ def load_book(root: Path = ROOT, extra: list[tuple[str, Path]] = ()) -> Book:
         cells = nbformat.read(path, as_version=4).cells if path.suffix == ".ipynb" else []
         for name, caption in figures(cells, doc):
             book.targets[name] = Target("figure", doc, numbering.next("figure", doc), caption)
+        book.definitions += [(str(figure_options(c)["name"]), doc) for c in cells
+                             if c.cell_type == "code" and figure_options(c).get("name")]
     sphinx_config = config.get("sphinx", {}).get("config", {})
     book.brackets = {"author_year": ("[", "]"), "author_year_round": ("(", ")")}[
         sphinx_config.get("bibtex_reference_style", "author_year")]
@@ -176,14 +181,18 @@ def collect_targets(text: str, doc: str, book: Book, numbering: Numbering) -> No
             following = next((l for l in lines[i + 1:] if l.strip()), "")
             title = re.sub(r"^#+\s*", "", following).strip()
             book.targets[target["label"]] = Target("section", doc, title=title)
+            book.definitions.append((target["label"], doc))
     for block in parse_blocks(text):
         if isinstance(block, Directive):
             kind = block.kind
             if kind and "nonumber" not in block.options:
                 book.targets[block.label(doc)] = Target(kind, doc, numbering.next(kind, doc), block.arg)
+            if "label" in block.options:
+                book.definitions.append((block.options["label"], doc))
             collect_targets("\n".join(block.body), doc, book, numbering)
         elif isinstance(block, Math) and block.label:
             book.targets[block.label] = Target("equation", doc, numbering.next("equation", doc))
+            book.definitions.append((block.label, doc))
 
 
 def figure_options(cell) -> dict:
@@ -373,14 +382,35 @@ def citation(page: Page, keys: str, textual: bool) -> str:
     return opening + ", ".join(f"{authors}, {year}" for authors, year in found) + closing
 
 
-def convert_role(page: Page, role: str, content: str, original: str) -> str:
+REFERENCE_ROLES = ("ref", "numref", "prf:ref", "eq")
+
+
+def role_text_and_target(content: str) -> tuple[str, str]:
+    """A role's content split into its explicit text and its target: ``text <target>`` or ``target``."""
     explicit = EXPLICIT.match(content)
-    text, target = (explicit["text"], explicit["target"]) if explicit else ("", content)
+    return (explicit["text"], explicit["target"]) if explicit else ("", content)
+
+
+def references(text: str) -> list[str]:
+    """The labels that the reference roles ({ref}, {numref}, {prf:ref}, {eq}) of MyST ``text``
+    point to, in order, inside directives too; roles inside code are not roles."""
+    found = []
+    for block in parse_blocks(text):
+        if isinstance(block, Directive):
+            found += references(block.arg) + references("\n".join(block.body))
+        elif isinstance(block, Text):
+            found += [role_text_and_target(m["content"])[1].strip()
+                      for m in ROLE_OR_CODE.finditer("\n".join(block.lines)) if m["role"] in REFERENCE_ROLES]
+    return found
+
+
+def convert_role(page: Page, role: str, content: str, original: str) -> str:
+    text, target = role_text_and_target(content)
     if role.startswith("glue"):
         if role not in ("glue:text", "glue:md"):
             page.fail(f"the role {{{role}}}")
         return original  # filled in by mp.prose.show in the reader's kernel
-    if role in ("ref", "numref", "prf:ref", "eq"):
+    if role in REFERENCE_ROLES:
         if text and role != "numref":
             return text
         shown = reference_text(page, target.strip())

@@ -21,18 +21,10 @@ Every page of the table of contents is opened in Debian's headless Chromium (off
 
 Screenshots of two chapters at both widths (top of the page, and the first figure) go to
 ``_build/screenshots/look-<chapter>-<width>[-figure].png`` for a person to look at.
-
-**Known chapter-content failures** (:data:`PHASE_2`): the chapters are being moved onto
-``minippo.style`` one at a time. Each (page, width, check) listed there is an expected failure
-(strict: when the chapter is fixed, the test says XPASS and the entry must go). Nothing else may be
-listed there: equations, navigation, tracebacks and console errors are never excused.
-:data:`NOT_YET_MEASURED` holds the same kind of chapter-content check where a failure is
-possible but no build has measured it yet (not strict).
 """
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import re
 from pathlib import Path
 
@@ -48,22 +40,6 @@ SCREENSHOTS = BUILD / "screenshots"
 MIN_SHOWN_FRACTION = 0.60
 CHAPTER_ENDING = "What this chapter showed"  # the last "##" section of every chapter
 THEMES = {"sphinx-book-theme": "1.1.4", "pydata-sphinx-theme": "0.15.4"}  # requirements.txt
-
-#: Chapter content not yet on minippo.style (phase 2 of issue 17 empties this):
-#: (doc, width, check) -> why. Checks: "image_size", "alt_text", "wide_table", "wide_code".
-PHASE_2: dict[tuple[str, str, str], str] = {
-}
-
-#: Failures that are possible but not yet measured in a built book (not strict: the test neither
-#: fails nor demands removal). When a build measures them, move each to PHASE_2 or delete it.
-NOT_YET_MEASURED: dict[tuple[str, str, str], str] = {}
-
-#: Code lines too long for the column at 1280 px (measured before minippo.css drew code at 0.8em,
-#: which may fix some: not strict). Phase 2 wraps the lines (about 95 characters) and empties it.
-PHASE_2_WIDE_CODE: set[str] = set()
-
-#: Chapters whose last section is not yet called CHAPTER_ENDING (phase 2 renames it).
-PHASE_2_ENDINGS: set[str] = set()
 
 
 # ----------------------------------------------------------------------------- measuring a page
@@ -153,18 +129,6 @@ def looked(browser, server):
 PAGES = [pytest.param(doc, width, id=f"{doc.split('/')[-1]}-{width}") for doc in DOCS for width in WIDTHS]
 
 
-def phase_2(request, doc: str, width: str, check: str) -> None:
-    """Mark a known, listed chapter-content failure as expected (strict)."""
-    if check == "wide_code" and width == "desktop" and doc in PHASE_2_WIDE_CODE:
-        request.applymarker(pytest.mark.xfail(reason="phase 2 of issue 17: code lines too long", strict=False))
-    unmeasured = NOT_YET_MEASURED.get((doc, width, check))
-    if unmeasured:
-        request.applymarker(pytest.mark.xfail(reason=f"not yet measured: {unmeasured}", strict=False))
-    reason = PHASE_2.get((doc, width, check))
-    if reason:
-        request.applymarker(pytest.mark.xfail(reason=f"phase 2 of issue 17: {reason}", strict=True))
-
-
 def alt_says_something(alt: str | None) -> bool:
     alt = (alt or "").strip()
     return bool(alt) and not re.fullmatch(r"[0-9a-f]{16,}(\.\w+)?|.*\.(png|svg|jpe?g|gif)|image|figure|plot", alt, re.I)
@@ -199,8 +163,7 @@ def test_tables_fit_or_scroll_in_their_own_box(looked, doc, width):
 
 
 @pytest.mark.parametrize("doc,width", PAGES)
-def test_images_are_shown_near_their_drawn_size(request, looked, doc, width):
-    phase_2(request, doc, width, "image_size")
+def test_images_are_shown_near_their_drawn_size(looked, doc, width):
     small = [f"{i['where']}: {i['src']} drawn {i['natural']} px, shown {i['shown']:.0f} px "
              f"({i['shown'] / i['natural']:.0%})" for i in looked(doc, width).m["images"]
              if i["natural"] and i["shown"] < MIN_SHOWN_FRACTION * i["natural"] - 0.5]
@@ -209,8 +172,7 @@ def test_images_are_shown_near_their_drawn_size(request, looked, doc, width):
 
 
 @pytest.mark.parametrize("doc,width", PAGES)
-def test_images_have_alt_text(request, looked, doc, width):
-    phase_2(request, doc, width, "alt_text")
+def test_images_have_alt_text(looked, doc, width):
     missing = [f"{i['where']}: {i['src']} alt={i['alt']!r}" for i in looked(doc, width).m["images"]
                if not alt_says_something(i["alt"])]
     assert not missing, f"{doc} at {width}: images without alt text (minippo.style.figure_metadata):\n" \
@@ -219,9 +181,8 @@ def test_images_have_alt_text(request, looked, doc, width):
 
 @pytest.mark.parametrize("doc", CHAPTERS + ["book/metrics", "book/hyperparameters", "book/notation", "book/glossary"])
 @pytest.mark.parametrize("check", ["wide_table", "wide_code"])
-def test_desktop_needs_no_sideways_scrolling(request, looked, doc, check):
+def test_desktop_needs_no_sideways_scrolling(looked, doc, check):
     """On a 1280-px screen, tables and code fit the column (scrolling is for phones)."""
-    phase_2(request, doc, "desktop", check)
     m = looked(doc, "desktop").m
     if check == "wide_table":
         wide = [f"{t['where']}: {t['width']:.0f} px" for t in m["tables"] if not t["fits"]]
@@ -318,10 +279,7 @@ def last_section(doc: str) -> str:
 
 
 @pytest.mark.parametrize("doc", CHAPTERS)
-def test_every_chapter_ends_with_the_same_section(request, doc):
-    if doc in PHASE_2_ENDINGS:
-        request.applymarker(pytest.mark.xfail(reason="phase 2 of issue 17: rename the last section",
-                                              strict=True))
+def test_every_chapter_ends_with_the_same_section(doc):
     assert last_section(doc) == CHAPTER_ENDING, f"{doc} ends with {last_section(doc)!r}"
 
 

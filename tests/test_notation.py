@@ -10,8 +10,6 @@ uses, each once, and notations the book retired do not come back.
   :math:`G_0`, the conjugate-gradient damping is :math:`\\eta` (:math:`\\lambda` is GAE's), epochs
   are :math:`E` (:math:`K` counts a bandit's arms), and a score is never :math:`s(\\cdot)` (which
   would clash with the state :math:`s_t`).
-
-Chapters still being moved to this notation are listed in :data:`PENDING` (strict xfail).
 """
 from __future__ import annotations
 
@@ -41,10 +39,6 @@ RETIRED = {
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
 PAGES = sorted((ROOT / "book").glob("*.md"))
 MODULES = sorted((ROOT / "minippo").rglob("*.py"))
-
-#: Chapters not yet moved to the book-wide notation (the chapters' authors remove their entry).
-PENDING: set[str] = set()
-
 
 def greek_in(text: str) -> set[str]:
     found = set()
@@ -85,9 +79,7 @@ def check(text: str, where: str):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_chapter_notation(request, path):
-    if path.stem in PENDING:
-        request.applymarker(pytest.mark.xfail(reason="issue 13: notation not yet moved", strict=True))
+def test_chapter_notation(path):
     check(notebook_markdown(path), path.name)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from book_toc import CONFIG, ROOT, TOC, toc_files
+from book_toc import CONFIG, ROOT, TOC, reader_edition, toc_files
 
 REPO_URL = CONFIG["repository"]["url"]
 
@@ -223,29 +223,14 @@ def test_exercises_have_solutions_and_checkers(notebook):
 
 
 # Every cross-reference target is defined once in the whole book: a section label `(name)=`,
-# a directive's `:label:` / `:name:`, or a figure cell's `mystnb.figure.name`. Sphinx reports
-# a second definition only in the `-W` book build ("Duplicate explicit target name"), minutes
-# into a run; this finds it in a second. (A section and its figure once shared a name.)
-TARGET = re.compile(r"^\s*\(([\w-]+)\)=\s*$|^\s*:(?:label|name):\s*([\w-]+)\s*$", re.M)
-
-
-def _targets():
-    found = []
-    for path in NOTEBOOKS:
-        for cell in read(path).cells:
-            found += [(a or b, path.name) for a, b in TARGET.findall(cell.source)]
-            name = cell.metadata.get("mystnb", {}).get("figure", {}).get("name")
-            if name:
-                found.append((name, path.name))
-    for path in sorted((ROOT / "book").glob("*.md")):
-        found += [(a or b, path.name) for a, b in TARGET.findall(path.read_text())]
-    return found
-
-
+# a directive's `:label:`, a labelled equation, or a figure cell's `mystnb.figure.name`. Sphinx
+# reports a second definition only in the `-W` book build ("Duplicate explicit target name"),
+# minutes into a run; this finds it in a second. (A section and its figure once shared a name.)
+# The scan is the reader edition's, which resolves the same references for Colab.
 def test_every_target_is_defined_once():
     where = {}
-    for name, place in _targets():
-        where.setdefault(name, []).append(place)
-    twice = {name: places for name, places in where.items() if len(places) > 1}
+    for name, doc in reader_edition.load_book().definitions:
+        where.setdefault(name, []).append(doc)
+    twice = {name: docs for name, docs in where.items() if len(docs) > 1}
     assert not twice, f"targets defined more than once (rename one; Sphinx fails the -W build): {twice}"
-    assert len(where) > 50, "the target scan found too few targets; is the pattern still right?"
+    assert len(where) > 50, "the target scan found too few targets; is it still reading the book?"

@@ -198,9 +198,7 @@ def test_numbers_references_and_citations_match_the_rendered_book(built_book, bo
             checked += 1
     source = "\n".join(c.source for c in read(ROOT / f"{doc}.ipynb").cells if c.cell_type == "markdown")
     # every reference to a numbered block or equation was checked (sections and pages are not)
-    labels = [m.group(1) or m.group(2) for m in
-              re.finditer(r"\{(?:ref|numref|prf:ref|eq)\}`(?:[^`<]*<([^`>]+)>|([^`<]+))`", source)]
-    numbered = [l for l in labels if l in book.targets
+    numbered = [l for l in R.references(source) if l in book.targets
                 and book.targets[l].kind not in ("doc", "section")]
     assert checked >= len(numbered), (checked, numbered)
     # Citations: "(Schulman et al., 2017)" and "Schulman et al. (2017)" as on the page.

@@ -8,9 +8,6 @@ the notebook sources.
 - **Exercises.** Every ``{exercise}`` starts its statement with its difficulty and an estimated
   time, ``**★★** · about 20 min`` (★ a direct computation or a small code change, ★★ a derivation
   or a new function, ★★★ an open-ended experiment or proof).
-
-Chapters not yet moved to this form are listed in :data:`PENDING` (strict: a fixed chapter makes
-the test say XPASS and its entry must go).
 """
 from __future__ import annotations
 
@@ -28,23 +25,12 @@ ENDING = "What this chapter showed"
 DIFFICULTY = re.compile(r"^\*\*★{1,3}\*\* · about \d+ min$")
 EXERCISE = re.compile(r"^(`{3,}|:{3,})\{exercise\}[^\n]*\n(?P<body>.*?)^\1\s*$", re.M | re.S)
 
-#: (chapter stem, check) pairs not yet in the form above.
-PENDING: set[tuple[str, str]] = set()
-
-
 def markdown(path):
     return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
 
 
-def pending(request, stem, check):
-    if (stem, check) in PENDING:
-        request.applymarker(pytest.mark.xfail(reason="issue 13: not yet in the reader's form",
-                                              strict=True))
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_objectives_and_time(request, path):
-    pending(request, path.stem, "objectives")
+def test_objectives_and_time(path):
     title = markdown(path)[0]
     assert OBJECTIVES in title, f"{path.name}: the title cell has no '{OBJECTIVES}'"
     after = title.split(OBJECTIVES, 1)[1].lstrip("\n")
@@ -54,16 +40,14 @@ def test_objectives_and_time(request, path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_ending(request, path):
-    pending(request, path.stem, "ending")
+def test_ending(path):
     sections = [line[3:].strip() for source in markdown(path) for line in source.splitlines()
                 if line.startswith("## ")]
     assert sections[-1] == ENDING, f"{path.name} ends with {sections[-1]!r}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_exercises_say_difficulty_and_time(request, path):
-    pending(request, path.stem, "exercises")
+def test_exercises_say_difficulty_and_time(path):
     bodies = [m.group("body") for source in markdown(path) for m in EXERCISE.finditer(source)]
     assert bodies, f"{path.name} has no exercise"
     for body in bodies:
