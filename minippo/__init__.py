@@ -17,7 +17,8 @@ K     arms of a bandit, or states of a chain MDP (S)
 """
 import os as _os
 
-# Same seed, same machine, same numbers (DESIGN.md). Without a conditional-numerical-
+# Same seed, same machine, same numbers (book/how_to_use.md, "What your run will and will not
+# reproduce"). Without a conditional-numerical-
 # reproducibility mode, Intel's MKL (torch's CPU BLAS) may take a different code path from one
 # run to the next on the same Intel CPU, depending on memory alignment; AUTO keeps the fastest
 # path for this CPU and STRICT makes it independent of alignment. MKL reads the variable when it

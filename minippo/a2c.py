@@ -80,7 +80,7 @@ def a2c_loss(agent: ActorCritic, obs: Tensor, actions: Tensor, adv: Tensor, ret:
 def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
            config: A2CConfig, *, update_index: int = 1) -> dict[str, float]:
     """GAE advantages (estimator), then one gradient step on :func:`a2c_loss`.  Returns the
-    ``a2c/...`` metrics (the DESIGN.md set under A2C's own prefix)."""
+    ``a2c/...`` metrics (the metric dictionary's set under A2C's own prefix)."""
     adv, ret = advantages_and_returns(rollout, config.gamma, config.gae_lambda)
     adv, ret = adv.flatten(), ret.flatten()  # (N,), (N,) ret: lambda-returns, value targets
     if config.norm_adv:

@@ -9,7 +9,7 @@ speaks the same language:
   is already the first observation of the next episode, and ``tr.final_obs`` is the
   observation the step actually reached;
 * ``tr.terminated`` (a real end: no bootstrap) and ``tr.truncated`` (a time limit: bootstrap
-  from :math:`V(s_{final})`) are kept apart (DESIGN.md; SB3 issue 633).
+  from :math:`V(s_{final})`) are kept apart (book/notation.md, "Values and advantages"; SB3 issue 633).
 
 Who uses what:
 

@@ -5,7 +5,7 @@ the actor and a state-independent log standard deviation :math:`\log\sigma` (a f
 PPO paper Section 6.1).  PPO needs two numbers from it per sample, the log-probability of the
 action taken (for the ratio :math:`\rho_t(\theta)`) and the entropy (for the bonus :math:`c_2 S`).
 Each is one function here, and :class:`minippo.nets.ActorCritic` computes the same numbers
-through ``torch.distributions``; ``tests/test_gaussian.py`` checks one against the other.
+through ``torch.distributions``; ``tests/test_continuous.py`` checks one against the other.
 
 Real actuators have bounds (Pendulum's torque lies in :math:`[-2, 2]`), and a Gaussian does
 not.  Two ways out, both in Chapter 4, "Continuous actions":

@@ -1,6 +1,7 @@
 """The record a training loop returns: one row per update and one row per finished episode.
 
-Updates return plain metric dicts (names in DESIGN.md, e.g. ``ppo/clip_fraction``); a trainer
+Updates return plain metric dicts (names as on the book's metric
+dictionary, ``book/metrics.md``, e.g. ``ppo/clip_fraction``); a trainer
 appends them here with :meth:`History.log_update`, and the plotting functions read it.
 """
 from __future__ import annotations

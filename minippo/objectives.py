@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: The clipping epsilon at which algorithms without a clip (REINFORCE, A2C, TRPO, unclipped PPO)
-#: report their would-be clip fraction: the PPO paper's 0.2 (DESIGN.md, "Metric names").
+#: report their would-be clip fraction: the PPO paper's 0.2 (book/metrics.md).
 DIAGNOSTIC_CLIP_EPS = 0.2
 
 

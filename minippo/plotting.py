@@ -2,7 +2,7 @@
 
 They read a :class:`minippo.history.History` (or a pandas DataFrame for sweeps), never train
 anything, and return the matplotlib Figure/Axes so a notebook can add to them.  Metric names are
-DESIGN.md's (``ppo/kl_divergence``, ...), so the REINFORCE, TRPO, PPO and RLHF dashboards are the
+the metric dictionary's (``book/metrics.md``: ``ppo/kl_divergence``, ...), so the REINFORCE, TRPO, PPO and RLHF dashboards are the
 same picture (Chapter 5, PPO in practice: "the three numbers a PPO user watches").  They are
 drawn in the book's figure style (:mod:`minippo.style`: column-wide, panels two to a row, step
 counts as "20k", titles in words), re-exported here: ``mp.plotting.book_style()``.

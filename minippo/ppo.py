@@ -139,7 +139,7 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
     With ``target_kl`` set, the epochs stop before a minibatch step whose k3 estimate of
     KL(old || new) on that minibatch, measured before the step, exceeds
     ``TARGET_KL_FACTOR * target_kl`` = 1.5 target_kl (Spinning Up, Stable-Baselines3; the same
-    rule as :func:`minippo.lm.rlhf.update`; Chapter 5).  Returns the DESIGN.md metrics,
+    rule as :func:`minippo.lm.rlhf.update`; Chapter 5).  Returns the metric dictionary's metrics,
     measured after the update on the whole rollout (:func:`minippo.training.policy_diagnostics`),
     the means over the gradient steps of the losses and of the gradient norm before clipping,
     ``ppo/learning_rate``, ``ppo/num_gradient_steps``, ``ppo/epochs`` (started) and

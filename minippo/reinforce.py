@@ -89,7 +89,7 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
     """One policy-gradient step on the whole batch, then (with a baseline) fit V by regression.
 
     ``optimizer`` holds the policy parameters, ``value_optimizer`` the baseline's.  Returns the
-    ``reinforce/...`` metrics (the DESIGN.md set under REINFORCE's own prefix).
+    ``reinforce/...`` metrics (the metric dictionary's set under REINFORCE's own prefix).
     """
     ret, adv = returns_and_advantages(rollout, config.gamma, config.baseline)
     ret, adv = ret.flatten(), adv.flatten()  # (N,), (N,)

@@ -77,7 +77,7 @@ RC = {
     "lines.linewidth": 1.6,
 }
 
-#: Panel titles and axis labels in words, for the metric names of DESIGN.md (book/metrics.md).
+#: Panel titles and axis labels in words, for the metric names of the metric dictionary (book/metrics.md).
 TITLES = {
     "global_step": "environment steps",
     "time/elapsed": "seconds of training",

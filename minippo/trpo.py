@@ -232,7 +232,7 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
     """One TRPO update: GAE, a natural-gradient policy step with line search, value fitting.
 
     ``optimizer`` updates the critic only (``agent.value_parameters()``).  Returns the
-    DESIGN.md metrics under TRPO's prefix (``trpo/kl_divergence``, ...) plus ``trpo/mean_kl``
+    metric dictionary's metrics under TRPO's prefix (``trpo/kl_divergence``, ...) plus ``trpo/mean_kl``
     (the exact mean KL the line search constrained), ``trpo/backtracks`` (-1: step rejected)
     and ``trpo/step_size`` (beta).
     """

@@ -1,7 +1,7 @@
 """Small shared helpers: seeding, shape checks and the NaN/inf guard.
 
-Every algorithm module uses these so that errors read the same everywhere (DESIGN.md,
-"Reliability contract").
+Every algorithm module uses these so that errors read the same everywhere: a bad
+argument is named with what was expected, and a NaN or inf stops training at the step it appears.
 """
 from __future__ import annotations
 

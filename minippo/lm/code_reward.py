@@ -13,8 +13,8 @@ function bodies. The source material's reward has three parts, and so does this 
   :func:`ast.parse`: nothing is executed.
 * tests -- the fraction of the spec's ``cases`` that pass: :func:`minippo.lm.sandbox.run_cases`
   calls the function on each case's arguments in a fresh, locked-down process and the answer
-  is checked here (DESIGN.md, reliability contract: model-written code never runs in the
-  reader's Python process and never sees the expected answers).
+  is checked here (the sandbox's contract, :mod:`minippo.lm.sandbox`: model-written code never
+  runs in the reader's Python process and never sees the expected answers).
 * :func:`quality_score` -- a measurable notion of clean code, documented there.
 
 Two rules sit on top of the weighted sum. A program the sandbox refused or had to stop

@@ -2,7 +2,7 @@
 
 Chapter 8 (``chapters/08_capstone_rlhf_code.ipynb``) rewards a tiny GPT for writing function
 bodies that pass unit tests, so the tests have to *run* code nobody has read, and the policy is
-an optimiser: whatever this module lets through that raises the reward, RL will find. DESIGN.md's
+an optimiser: whatever this module lets through that raises the reward, RL will find. The book's
 reliability contract says what must hold: model-written code never runs in the reader's Python
 process; it runs in a separate, resource- and time-limited process with the least privilege the
 system allows, one process per candidate, and never sees the expected answers; hostile programs,
