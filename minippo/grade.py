@@ -64,6 +64,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -92,6 +93,12 @@ EXERCISE_LABEL = re.compile(
 CHAPTERS_DIR = Path(minippo.__file__).resolve().parent.parent / "chapters"
 STARTUP_TIMEOUT_S = 120.0  # importing torch and running the setup cell, on a busy machine
 _KERNEL = "minippo.grade_kernel"
+#: Kernels are started and reaped from several threads. multiprocessing is not thread-safe
+#: there: ``Process.start`` polls every other child (``multiprocessing.process._cleanup``), and
+#: a fork-server child's exit code is read once from a pipe, so a start in one thread racing a
+#: join in another leaves one of them with EOF and the code 255 (measured: 3 of 400 kernels
+#: that called ``os._exit(3)``). Starts and joins take this lock.
+_PROCESSES = threading.Lock()
 
 
 # ============================================================================ the chapters
@@ -428,13 +435,19 @@ def _receive(conn, deadline: float):
         return "garbled", -1, b""
 
 
+def _start(process) -> None:
+    with _PROCESSES:
+        process.start()
+
+
 def _kill(process) -> None:
     """Kill a kernel and everything it started (its process group), then reap it."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):  # it had not called setsid yet
         process.kill()
-    process.join()
+    with _PROCESSES:
+        process.join()
 
 
 def _run_kernel(setup: str, exercises: list[dict], limits: _Limits) -> dict[int, dict]:
@@ -455,7 +468,7 @@ def _run_kernel(setup: str, exercises: list[dict], limits: _Limits) -> dict[int,
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(target=grade_kernel.run, daemon=True,
                                   args=(spec, writer, str(work), env, str(stderr)))
-        process.start()
+        _start(process)
         writer.close()  # the kernel holds the only writer: its death ends the pipe
         deadline = time.monotonic() + limits.startup_timeout
         try:

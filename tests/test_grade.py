@@ -15,6 +15,7 @@ import csv
 import hashlib
 import importlib.util
 import io
+import os
 import re
 import sys
 import tempfile
@@ -244,6 +245,25 @@ def test_exhausting_memory_kills_only_that_exercise(graded_class):
     assert status(graded_class, "memory", "ch02-ex-td") == "passed"
     assert status(graded_class, "memory", "ch02-ex-gae") == "error"
     assert "MemoryError" in feedback(graded_class, "memory", "ch02-ex-gae")
+
+
+def test_a_kernel_exit_code_survives_kernels_started_and_reaped_in_other_threads():
+    """multiprocessing's start() polls every other child; unguarded, a start racing a join read
+    the fork server's exit code twice and left 255 (3 of 400 here; once in CI, as the
+    kills-kernel student's 'exited with code 255'). Started and reaped as _run_kernel does."""
+    from concurrent.futures import ThreadPoolExecutor
+    from multiprocessing.connection import wait
+
+    def exit_code(code: int) -> int:
+        process = grader._fork_server().Process(target=os._exit, args=(code,))
+        grader._start(process)
+        wait([process.sentinel])  # the kernel has exited, as when _run_kernel reads EOF
+        grader._kill(process)
+        return process.exitcode
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(exit_code, [3, 4] * 200))
+    assert codes == [3, 4] * 200
 
 
 def test_a_dead_kernel_and_an_import_error_are_errors_of_their_exercise(graded_class):
