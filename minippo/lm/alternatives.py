@@ -1,21 +1,22 @@
 """Beyond PPO: RLOO, GRPO (with Dr. GRPO's corrections) and DPO on the same task (chapter 9).
 
 All three drop PPO's critic.  Two keep sampling and scoring, and replace the learned value with
-the *other samples of the same prompt*: draw a group of ``G`` responses per prompt and compare
-each with its siblings.
+the *other samples of the same prompt*: draw a group :math:`\\mathcal G` of ``group_size``
+responses per prompt (:math:`|\\mathcal G|` in chapter 9) and compare each with its siblings.
 
 * **RLOO** (Ahmadian et al. 2024, "Back to Basics", eq. 6; Kool et al. 2019): REINFORCE on whole
-  responses, with each response's baseline the mean return of the other ``G - 1``; the KL
+  responses, with each response's baseline the mean return of the other ``group_size - 1``; the KL
   penalty is part of the sequence reward, as in RLHF-PPO.
 * **GRPO** (Shao et al. 2024, DeepSeekMath, eqs. 3-4): PPO's clipped surrogate on every token,
   with the advantage of every token of response ``i`` equal to its group-normalised score
-  :math:`(s_i - \\text{mean}(s)) / \\text{std}(s)`, the loss averaged per response
-  (:math:`1/|o_i|`) and then over responses, and a k3 KL to the reference *in the loss*.
+  :math:`(r_i - \\operatorname{mean}_{j \\in \\mathcal G} r_j) / \\operatorname{std}_{j \\in \\mathcal G} r_j`,
+  the loss averaged per response (:math:`1/|y_i|`) and then over responses, and a k3 KL to the
+  reference *in the loss*.
 * **Dr. GRPO** (Liu et al. 2025, "Understanding R1-Zero-Like Training", Section 3.1) removes two
-  biases: dividing by ``std(s)`` up-weights prompts that are nearly always right or wrong, and
-  dividing by ``|o_i|`` makes long wrong answers cheap and short right ones valuable.
+  biases: dividing by the group's std up-weights prompts that are nearly always right or wrong,
+  and dividing by ``|y_i|`` makes long wrong answers cheap and short right ones valuable.
   ``scale_rewards=False`` and ``length_normalise=False`` switch them off (the sum over tokens is
-  then divided by a constant, ``G x max_new_tokens``), and Dr. GRPO uses no KL term.
+  then divided by a constant, ``group_size x max_new_tokens``), and Dr. GRPO uses no KL term.
 
 The third needs no sampling at all:
 
@@ -23,8 +24,9 @@ The third needs no sampling at all:
   reward model of chapter 7 was trained on: the KL-regularised RLHF objective has a closed-form
   optimum, which turns the Bradley-Terry likelihood into a loss on log-probability ratios,
 
-  .. math:: \\mathcal L_{DPO} = -\\mathbb E\\Big[\\log\\sigma\\Big(\\beta\\log\\frac{\\pi_\\theta(y_w|x)}{\\pi_{ref}(y_w|x)}
-            - \\beta\\log\\frac{\\pi_\\theta(y_l|x)}{\\pi_{ref}(y_l|x)}\\Big)\\Big].
+  .. math:: \\mathcal L_\\text{DPO} = -\\mathbb E\\Big[\\log\\sigma\\Big(
+            \\beta\\log\\frac{\\pi_\\theta(y_w|x)}{\\pi_\\text{ref}(y_w|x)}
+            - \\beta\\log\\frac{\\pi_\\theta(y_l|x)}{\\pi_\\text{ref}(y_l|x)}\\Big)\\Big].
 
 Every loss reuses ``minippo.objectives`` (``clipped_surrogate``, ``policy_gradient_loss``,
 ``kl_k1``/``kl_k3``, ``masked_mean``); nothing here re-derives PPO.  Chapter 9, beyond PPO.
@@ -169,10 +171,12 @@ class DPOConfig:
 def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
     """GRPO's group-relative advantage of each response.
 
-    .. math:: \\hat A_i = \\frac{s_i - \\operatorname{mean}(s_{1..G})}{\\operatorname{std}(s_{1..G}) + \\epsilon}
+    .. math:: \\hat A_i = \\frac{r_i - \\operatorname{mean}_{j \\in \\mathcal G} r_j}
+              {\\operatorname{std}_{j \\in \\mathcal G} r_j + \\varepsilon}
 
-    for the ``G`` responses of one prompt (rows ``[g G, (g+1) G)`` of ``scores``).  ``scale=False``
-    drops the division (Dr. GRPO).  Zero mean within every group by construction.
+    for the responses :math:`i \\in \\mathcal G` of one prompt, :math:`r_i` their ``scores`` (a group
+    is ``group_size`` consecutive rows) and :math:`\\varepsilon` = ``eps``.  ``scale=False`` drops
+    the division (Dr. GRPO).  Zero mean within every group by construction.
     Source: Shao et al. (2024), DeepSeekMath, Section 4.1.2 ("outcome supervision"); Liu et al.
     (2025), Dr. GRPO, eq. 3.  Chapter 9, beyond PPO.
     """
@@ -184,11 +188,13 @@ def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, 
 
 
 def leave_one_out_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """RLOO's advantage: each response's return minus the mean return of the *other* ``k - 1``.
+    """RLOO's advantage: each response's return minus the mean return of the *other* responses.
 
-    .. math:: \\hat A_i = R_i - \\frac{1}{k-1}\\sum_{j \\ne i} R_j = \\frac{k}{k-1}\\big(R_i - \\bar R\\big)
+    .. math:: \\hat A_i = R_i - \\frac{1}{|\\mathcal G|-1}\\sum_{j \\ne i} R_j
+              = \\frac{|\\mathcal G|}{|\\mathcal G|-1}\\big(R_i - \\bar R\\big)
 
-    An unbiased baseline (it does not depend on response ``i``).
+    for the :math:`|\\mathcal G|` = ``group_size`` responses of one prompt.  An unbiased baseline (it
+    does not depend on response ``i``).
     Source: Ahmadian et al. (2024), "Back to Basics: Revisiting REINFORCE Style Optimization for
     Learning from Human Feedback in LLMs", eq. 6; Kool et al. (2019).  Chapter 9, beyond PPO.
     """
@@ -248,21 +254,22 @@ def _after_update(policy: GPT, gen, logp_old: torch.Tensor, clip_eps: float, tem
 # --------------------------------------------------------------------------- GRPO
 def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor,
               adv: torch.Tensor, mask: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
-    """GRPO's loss for ``(b, R)`` token tensors and per-response advantages ``adv`` (b,).
+    """GRPO's loss for ``(B, R)`` token tensors and per-response advantages ``adv`` (B,).
 
-    .. math:: \\mathcal L = -\\frac{1}{b}\\sum_i \\frac{1}{Z_i}\\sum_t \\min\\big(\\rho_{i,t}\\hat A_i,
-              \\operatorname{clip}(\\rho_{i,t}, 1 \\pm \\epsilon)\\hat A_i\\big)
-              + \\beta\\, \\frac{1}{b}\\sum_i \\frac{1}{Z_i}\\sum_t k_3(\\pi_\\theta \\| \\pi_{ref})_{i,t}
+    .. math:: \\mathcal L_\\text{GRPO} = -\\frac{1}{B}\\sum_i \\frac{1}{|y_i|}\\sum_t
+              \\min\\big(\\rho_{i,t}\\hat A_i, \\operatorname{clip}(\\rho_{i,t}, 1 \\pm \\epsilon)\\hat A_i\\big)
+              + \\beta\\, \\frac{1}{B}\\sum_i \\frac{1}{|y_i|}\\sum_t k_3(\\pi_\\theta \\| \\pi_\\text{ref})_{i,t}
 
-    with :math:`Z_i = |o_i|` (GRPO) or ``max_new_tokens`` (Dr. GRPO, ``length_normalise=False``).
-    The clipped term is ``minippo.objectives.clipped_surrogate``: its mean over the ``N`` masked
-    tokens becomes the per-response weighting by scaling each token's advantage by
-    :math:`w_i = N / (b Z_i) > 0`, which passes through the ``min`` and the clip unchanged.
+    with :math:`|y_i|` the length of response ``i`` (GRPO); Dr. GRPO (``length_normalise=False``)
+    divides by ``max_new_tokens`` instead.  The clipped term is
+    ``minippo.objectives.clipped_surrogate``: its mean over the ``N`` masked tokens becomes the
+    per-response weighting by scaling each token's advantage by ``N / (B |y_i|)`` (or
+    ``N / (B max_new_tokens)``) > 0, which passes through the ``min`` and the clip unchanged.
     Source: Shao et al. (2024), eq. 3; Liu et al. (2025), eq. 3.  Chapter 9, beyond PPO; chapter 10
     compares it with TRL's ``loss_type`` options (``grpo`` and ``dr_grpo`` are these two).
     """
     lengths = mask.sum(dim=1).to(logp.dtype)  # (b,)
-    # Z_i: the response's length (GRPO) or a constant (Dr. GRPO)
+    # the normaliser: the response's length |y_i| (GRPO) or a constant (Dr. GRPO)
     z = (lengths if config.length_normalise
          else torch.full_like(lengths, float(config.max_new_tokens)))  # (b,)
     w = mask.sum().to(logp.dtype) / (len(z) * z)  # (b,)
@@ -332,9 +339,10 @@ def train_rloo(policy: GPT, prompts, reward_fn: RewardFn, config: RLOOConfig = R
                progress: bool = True) -> tuple[GPT, History]:
     """RLOO: one REINFORCE step per batch on whole responses, leave-one-out baselines, no critic.
 
-    The sequence return is :math:`R_i = s_i - \\beta \\sum_t k_1(t)` (the RLHF reward summed over
-    the response); the loss is ``policy_gradient_loss(log pi(y_i|x), A_i)`` with the response's
-    log-probability summed over its tokens.  History as :func:`train_grpo`'s, with ``rloo/...``
+    The sequence return is :math:`R_i = r_i - \\beta \\sum_t k_1(t)`, with :math:`r_i` the
+    response's score (the RLHF reward summed over the response); the loss is
+    ``policy_gradient_loss(log pi(y_i|x), A_i)`` with the response's log-probability summed over
+    its tokens.  History as :func:`train_grpo`'s, with ``rloo/...``
     update metrics; the KL(old || new), ratio and entropy after the step, and the share of tokens
     whose ratio left ``1 +- DIAGNOSTIC_CLIP_EPS`` (0.2): how often PPO would have clipped it.
     """
@@ -390,9 +398,9 @@ def sequence_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Te
 
 def dpo_loss(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen: torch.Tensor,
              ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """DPO's loss and the implicit rewards :math:`\\hat r = \\beta \\log(\\pi_\\theta/\\pi_{ref})`.
+    """DPO's loss and the implicit rewards :math:`\\hat r = \\beta \\log(\\pi_\\theta/\\pi_\\text{ref})`.
 
-    .. math:: \\mathcal L = -\\mathbb E\\big[\\log\\sigma(\\hat r(x, y_w) - \\hat r(x, y_l))\\big]
+    .. math:: \\mathcal L_\\text{DPO} = -\\mathbb E\\big[\\log\\sigma(\\hat r(x, y_w) - \\hat r(x, y_l))\\big]
 
     Equal to ``log 2`` when the policy is the reference.  Returns ``(loss, r_chosen (B,), r_rejected (B,))``.
     Source: Rafailov et al. (2023), "Direct Preference Optimization", eq. 7.  Chapter 9, beyond PPO.

@@ -23,8 +23,9 @@ def best_of_n_kl(n: int | Sequence[int] | np.ndarray) -> np.ndarray | float:
     r"""KL(best-of-n || reference) = log n - (n - 1)/n, in nats (chapter 7, eq. ``ch07-eq-bon-kl``).
 
     With a proxy score that has a continuous distribution under the reference (no ties), the
-    kept response has density :math:`n F(s(y))^{n-1}\pi_\text{ref}(y)`, F the distribution
-    function of the score, and :math:`\mathrm{KL} = \log n + (n-1)\,\mathbb E[\log U_{(n)}]` with
+    kept response has density :math:`n F(r_\psi(x, y))^{n-1}\pi_\text{ref}(y)`, F the
+    distribution function of the score :math:`r_\psi` (chapter 7), and
+    :math:`\mathrm{KL} = \log n + (n-1)\,\mathbb E[\log U_{(n)}]` with
     :math:`U_{(n)}` the largest of n uniforms, :math:`\mathbb E[\log U_{(n)}] = -1/n`.  Stiennon et
     al. (2020), appendix G.3; Gao et al. (2023), section 2.  Where the reference repeats responses
     (ties) the true KL is smaller: the formula is then an upper bound (Beirami et al. 2024).
@@ -39,7 +40,7 @@ def best_of_n_kl(n: int | Sequence[int] | np.ndarray) -> np.ndarray | float:
 def best_of_n_weights(pool_size: int, n: int) -> np.ndarray:
     r"""Probability that the sample of rank i (ascending, 1-based) is the best of a random n-subset.
 
-    :math:`w_i = \binom{i-1}{n-1} / \binom{N}{n}`: the subsets whose largest member is the i-th
+    The weight is :math:`\binom{i-1}{n-1} / \binom{N}{n}`: the subsets whose largest member is the i-th
     smallest of N are those that contain it and n - 1 of the i - 1 below it (chapter 7, eq.
     ``ch07-eq-bon-estimator``).  Returns shape ``(N,)``; the weights sum to 1.
     """

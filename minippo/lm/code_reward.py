@@ -5,8 +5,8 @@ function bodies. The source material's reward has three parts, and so does this 
 
 .. math::
 
-    r = 0.3\\,r_\\text{syntax} + 0.5\\,r_\\text{tests} + 0.2\\,r_\\text{quality}
-        \\;-\\; \\text{missing\\_eos\\_penalty}\\cdot[\\text{no EOS}]
+    r_\\text{code} = 0.3\\,r_\\text{syntax} + 0.5\\,r_\\text{tests} + 0.2\\,r_\\text{quality}
+        \\;-\\; \\text{missing\\_eos\\_penalty}\\cdot\\mathbb 1[\\text{no EOS}]
 
 * :func:`syntax_ok` -- 1 if ``signature + "\\n" + body`` parses as exactly one function
   definition (the body may not dedent and add code outside the function). Only
@@ -116,7 +116,7 @@ def quality_score(body: str, signature: str, reference_body: str | None = None,
 
     .. math::
 
-        q = \\min\\Big(1, \\frac{\\text{budget}}{\\text{length}}\\Big)\\cdot
+        r_\\text{quality} = \\min\\Big(1, \\frac{\\text{budget}}{\\text{length}}\\Big)\\cdot
             0.5^{[\\text{dead code}] + [\\text{unused assignment}]}
 
     * **length** is the number of characters of the body's normalised code
@@ -180,7 +180,8 @@ def _has_unused_assignment(fn: ast.FunctionDef) -> bool:
 
 def composite_reward(syntax: float, tests: float, quality: float,
                      weights: Sequence[float] = REWARD_WEIGHTS) -> float:
-    """:math:`w_s r_\\text{syntax} + w_t r_\\text{tests} + w_q r_\\text{quality}`, default 0.3/0.5/0.2.
+    """The weighted sum of the three parts: by default
+    :math:`0.3\\,r_\\text{syntax} + 0.5\\,r_\\text{tests} + 0.2\\,r_\\text{quality}`.
 
     The source material's weighting of the code reward (Chapter 8); each part lies in [0, 1].
     """
@@ -229,10 +230,10 @@ def code_rewards(
 
     .. math::
 
-        r = \\begin{cases} 0 & \\text{sandbox violation} \\\\
+        r_\\text{code} = \\begin{cases} 0 & \\text{sandbox violation} \\\\
             0.3\\,r_\\text{syntax} + 0.5\\,r_\\text{tests} + 0.2\\,r_\\text{quality}
             & \\text{otherwise} \\end{cases}
-            \\;-\\; \\text{missing\\_eos\\_penalty}\\cdot[\\text{no EOS}]
+            \\;-\\; \\text{missing\\_eos\\_penalty}\\cdot\\mathbb 1[\\text{no EOS}]
 
     Metrics: ``code/syntax_success_rate``, ``code/avg_test_pass_rate``, ``code/quality_score``
     (means over the batch), ``code/missing_eos_rate``, ``code/violation_rate`` and, when some

@@ -3,13 +3,13 @@
 **Gradient accumulation.**  Split a batch into micro-batches, call ``backward`` on each and step
 once: gradients add up, so the result is the full-batch gradient *if* each micro-batch's loss is
 weighted by its share of what the full loss averages over.  For a loss that is a mean over
-tokens, that share is the micro-batch's number of tokens divided by the batch's, not ``1/k``:
-dividing every micro-loss by the number of micro-batches (the source material's
-``loss / accumulation_steps``) is exact only when every micro-batch has as many tokens as every
-other.  :func:`accumulate_gradients` does it right, and ``token_weighted=False`` shows the error.
+tokens, that share is the micro-batch's number of tokens divided by the batch's, not
+``1/n_micro``: dividing every micro-loss by the number ``n_micro`` of micro-batches (the source
+material's ``loss / accumulation_steps``) is exact only when every micro-batch has as many
+tokens as every other.  :func:`accumulate_gradients` does it right, and ``token_weighted=False`` shows the error.
 
 **Activation checkpointing.**  Backpropagation needs the activations of the forward pass; a
-transformer stores several ``(B, L, D)`` and ``(B, heads, L, L)`` tensors per block.
+transformer stores several ``(B, L, D)`` and ``(B, n_head, L, L)`` tensors per block.
 ``torch.utils.checkpoint`` stores only each block's input and recomputes the rest during
 ``backward``: less memory, about one more forward pass of compute, and *the same gradient*
 (``GPT.hidden(..., checkpoint=True)``; a test checks the gradients).  The source material's
@@ -45,9 +45,12 @@ def accumulate_gradients(loss_fn: Callable[[torch.Tensor], torch.Tensor], rows: 
     is scaled by its share of all units before ``backward``, so the accumulated ``.grad`` equals
     the gradient of the mean over the whole batch:
 
-    .. math:: \\nabla \\frac{1}{N}\\sum_{u=1}^{N} \\ell_u = \\sum_k \\frac{N_k}{N}\\, \\nabla \\frac{1}{N_k}\\sum_{u \\in k} \\ell_u
+    .. math:: \\nabla \\frac{1}{N}\\sum_{u=1}^{N} \\ell_u
+              = \\sum_j \\frac{N_j}{N}\\, \\nabla \\frac{1}{N_j}\\sum_{u \\in j} \\ell_u
 
-    ``token_weighted=False`` scales by ``1/k`` instead (the common shortcut; wrong when the
+    over the micro-batches :math:`j` of :math:`N_j` units each (chapter 8).
+    ``token_weighted=False`` scales by ``1/n_micro`` instead, :math:`n_\\text{micro}` the number of
+    micro-batches (the common shortcut; wrong when the
     micro-batches hold different numbers of units).  Call ``optimizer.zero_grad()`` before and
     ``optimizer.step()`` after.  Chapter 8.
     """

@@ -76,8 +76,9 @@ class CausalSelfAttention(nn.Module):
     Chapter 6 ("Causal self-attention") derives it and checks it against a by-hand version. Per
     head, with queries, keys and values computed from the layer's input by ``c_attn``,
 
-    .. math:: a_{ij} = \\operatorname{softmax}_j\\big(q_i^\\top k_j / \\sqrt{D_h} + m_{ij}\\big),
-              \\qquad o_i = \\sum_j a_{ij} v_j,
+    .. math:: w_{ij} = \\operatorname{softmax}_j\\big(\\mathbf q_i^\\top \\mathbf k_j / \\sqrt{D_h}
+              + m_{ij}\\big),
+              \\qquad \\mathbf o_i = \\sum_j w_{ij} \\mathbf v_j,
 
     where the mask :math:`m_{ij}` is 0 if :math:`j \\le i` and token j is not PAD, and
     :math:`-\\infty` otherwise (built in :meth:`GPT.hidden` as ``allowed``); the heads' outputs are

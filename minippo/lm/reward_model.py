@@ -5,8 +5,8 @@ model learns a score that explains their choices.  The Bradley-Terry model (1952
 probability that answer ``y_w`` is preferred to ``y_l`` is a logistic function of the score
 difference, so the reward model maximises the likelihood of the observed preferences:
 
-.. math:: P(y_w \\succ y_l \\mid x) = \\sigma\\big(r_\\phi(x, y_w) - r_\\phi(x, y_l)\\big), \\qquad
-          \\mathcal L(\\phi) = -\\mathbb E\\big[\\log\\sigma\\big(r_\\phi(x, y_w) - r_\\phi(x, y_l)\\big)\\big]
+.. math:: P(y_w \\succ y_l \\mid x) = \\sigma\\big(r_\\psi(x, y_w) - r_\\psi(x, y_l)\\big), \\qquad
+          \\mathcal L(\\psi) = -\\mathbb E\\big[\\log\\sigma\\big(r_\\psi(x, y_w) - r_\\psi(x, y_l)\\big)\\big]
 
 (InstructGPT, Ouyang et al. 2022, eq. 1; Stiennon et al. 2020, eq. 1).  Here the "labeller" is
 the true code reward: pairs of SFT samples for one prompt, the better-scoring one preferred, so

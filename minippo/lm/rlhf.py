@@ -2,15 +2,16 @@
 
 The language model is a policy in a token-level MDP (chapter 6): the state is the prompt plus
 the response so far, an action is the next token, the episode ends at EOS or after ``R`` tokens.
-The sequence-level *score* ``s`` (unit tests passed, or a learned reward model) arrives only at
-the end.  Following Ziegler et al. (2019) and InstructGPT (Ouyang et al. 2022, eq. 2), as TRL
-implements it, every token also pays a KL penalty to the frozen SFT *reference* model:
+The sequence-level *score* :math:`r(x, y)` (the code reward :math:`r_\\text{code}` of unit tests
+passed, or a learned reward model's :math:`r_\\psi`) arrives only at the end.  Following Ziegler
+et al. (2019) and InstructGPT (Ouyang et al. 2022, eq. 2), as TRL implements it, every token
+also pays a KL penalty to the frozen SFT *reference* model:
 
-.. math:: r_t = -\\beta\\,\\big(\\log\\pi_\\theta(y_t|s_t) - \\log\\pi_{ref}(y_t|s_t)\\big)
-          + [t = T]\\, s
+.. math:: r_t = -\\beta\\,\\big(\\log\\pi_\\theta(y_t|s_t) - \\log\\pi_\\text{ref}(y_t|s_t)\\big)
+          + \\mathbb 1[t = T]\\, r(x, y)
 
-(:func:`kl_penalized_rewards`; the bracket is the score added at the EOS token, index ``T``).
-The return of the whole response is then ``s - beta * k1-KL(policy || reference)``.  From there on
+(:func:`kl_penalized_rewards`; the indicator adds the score at the EOS token, :math:`y_T`).
+The return of the whole response is then ``r(x, y) - beta * k1-KL(policy || reference)``.  From there on
 it is the PPO of chapters 4-5, reused, not rewritten (each equation exists once in the
 package: the language-model trainer calls the functions the CartPole chapters derive): GAE with
 ``gamma = 1``
@@ -153,8 +154,8 @@ def kl_penalized_rewards(score: torch.Tensor, logp: torch.Tensor, logp_ref: torc
                          kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token RLHF rewards: the KL penalty on every token, the score on the last one.
 
-    .. math:: r_t = -\\beta\\, k_1(t) + [t = T_b]\\, \\mathrm{score}_b, \\qquad
-              k_1(t) = \\log\\pi_\\theta(y_t|s_t) - \\log\\pi_{ref}(y_t|s_t)
+    .. math:: r_t = -\\beta\\, k_1(t) + \\mathbb 1[t = T_b]\\, \\mathrm{score}_b, \\qquad
+              k_1(t) = \\log\\pi_\\theta(y_t|s_t) - \\log\\pi_\\text{ref}(y_t|s_t)
 
     where :math:`T_b` is the index of response ``b``'s EOS (its last token if truncated).  Zero
     outside ``mask``.  Returns ``(rewards (B, R), kl (B, R))`` with ``kl`` the per-token k1

@@ -6,20 +6,23 @@ Three published formulas give the bytes, and :func:`rlhf_memory` adds them up fo
 * :func:`model_state_bytes`: mixed-precision Adam keeps, per trained parameter, 2 bytes of 16-bit
   weights, 2 of 16-bit gradients and 12 of optimizer state (a 32-bit master copy of the weights
   and Adam's two moments): 16 bytes in all.  ZeRO (Rajbhandari et al. 2020, Sections 3.1 and 5,
-  Figure 1) shards the optimizer state over the ``N`` data-parallel GPUs (stage 1), then the
+  Figure 1) shards the optimizer state over the ``n_gpus`` data-parallel GPUs (stage 1), then the
   gradients (stage 2), then the weights (stage 3; PyTorch's FSDP "full shard" is the same idea).
-* :func:`activation_bytes`: a transformer layer keeps ``s b h (34 + 5 a s / h)`` bytes of 16-bit
-  activations for the backward pass (Korthikanti et al. 2022, Section 4.1; ``s`` tokens per sequence,
-  ``b`` sequences per micro-batch, ``h`` width, ``a`` heads).  ``5 a s / h`` is the attention
-  matrix, which a fused ("flash") attention kernel never stores.  Full activation
-  checkpointing (Chen et al. 2016; chapter 8) keeps only each layer's input, ``2 s b h`` bytes,
-  and rebuilds one layer at a time during the backward pass.
+* :func:`activation_bytes`: a transformer layer keeps ``L B D (34 + 5 n_head L / D)`` bytes of
+  16-bit activations for the backward pass (Korthikanti et al. 2022, Section 4.1, who write
+  ``s b h (34 + 5 a s / h)``; ``L`` tokens per sequence, ``B`` sequences per micro-batch, ``D``
+  width, ``n_head`` heads).  ``5 n_head L / D`` is the attention matrix, which a fused ("flash")
+  attention kernel never stores.  Full activation checkpointing (Chen et al. 2016; chapter 8)
+  keeps only each layer's input, ``2 L B D`` bytes, and rebuilds one layer at a time during the
+  backward pass.
 * :func:`kv_cache_bytes`: generation keeps the keys and values of every layer for every token
-  generated so far, ``2 x 2 L h`` bytes per token in 16 bits (without grouped-query attention).
+  generated so far, ``2 x 2 n_layer D`` bytes per token in 16 bits (without grouped-query
+  attention).
 
 Gradient accumulation does not appear in any formula, and that is the point: the activations
-depend on the *micro*-batch ``b``, so ``k`` micro-batches of ``b`` accumulate the gradient of a
-batch of ``k b`` with the activation memory of ``b`` (chapter 8 shows how to weight them).
+depend on the *micro*-batch ``B``, so ``n_micro`` micro-batches of ``B`` accumulate the gradient
+of a batch of ``n_micro B`` with the activation memory of ``B`` (chapter 8 shows how to weight
+them).
 """
 from __future__ import annotations
 
@@ -48,8 +51,8 @@ class TransformerShape:
 
     @property
     def n_params(self) -> int:
-        """``12 L h^2 + V h``: 4 h^2 in attention and 8 h^2 in the MLP per layer, plus the embedding
-        (biases, LayerNorms and position embeddings are a fraction of a percent at this size)."""
+        """``12 n_layer D^2 + V D``: 4 D^2 in attention and 8 D^2 in the MLP per layer, plus the
+        embedding (biases, LayerNorms and position embeddings are a fraction of a percent at this size)."""
         return 12 * self.n_layer * self.d_model ** 2 + self.vocab_size * self.d_model
 
 
@@ -64,8 +67,11 @@ SHAPES = {
 def model_state_bytes(n_params: float, zero_stage: int = 0, n_gpus: int = 1) -> dict[str, float]:
     """Bytes per GPU of a model trained with mixed-precision Adam: ``weights``, ``gradients``, ``adam``.
 
-    .. math:: (2 + 2 + 12)\\,\\Psi \\text{ bytes, with } 12\\Psi/N \\text{ (stage} \\ge 1),
-              \\; 2\\Psi/N \\text{ gradients (stage} \\ge 2), \\; 2\\Psi/N \\text{ weights (stage 3)}
+    .. math:: (2 + 2 + 12)\\,\\Psi \\text{ bytes, with } 12\\Psi/n_\\text{GPU} \\text{ (stage} \\ge 1),
+              \\; 2\\Psi/n_\\text{GPU} \\text{ gradients (stage} \\ge 2),
+              \\; 2\\Psi/n_\\text{GPU} \\text{ weights (stage 3)}
+
+    for :math:`\\Psi` = ``n_params`` parameters and :math:`n_\\text{GPU}` = ``n_gpus``.
 
     Source: Rajbhandari et al. (2020), "ZeRO", Sections 3.1 and 5 and Figure 1 (7.5B parameters
     on 64 GPUs: 120, 31.4, 16.6 and 1.9 GB for stages 0-3).  Chapter 10.
@@ -83,11 +89,14 @@ def activation_bytes(shape: TransformerShape, seq_len: int, micro_batch: int, ch
                      flash_attention: bool = True) -> float:
     """Bytes of 16-bit activations a forward pass keeps for the backward pass of one micro-batch.
 
-    .. math:: L\\, s b h \\big(34 + 5 a s / h\\big) \\quad\\text{or, checkpointed,}\\quad
-              2 L\\, s b h + s b h \\big(34 + 5 a s / h\\big)
+    .. math:: n_\\text{layer}\\, L B D \\big(34 + 5 n_\\text{head} L / D\\big)
+              \\quad\\text{or, checkpointed,}\\quad
+              2 n_\\text{layer}\\, L B D + L B D \\big(34 + 5 n_\\text{head} L / D\\big)
 
-    (the second: every layer's input, plus one layer rebuilt at a time).  ``flash_attention``
-    drops the ``5 a s / h`` term (the attention matrix is never stored).  The logits are not
+    for :math:`L` = ``seq_len`` tokens, :math:`B` = ``micro_batch`` sequences, width :math:`D` and
+    :math:`n_\\text{head}` heads (Korthikanti et al. write ``s``, ``b``, ``h``, ``a``; the second
+    form: every layer's input, plus one layer rebuilt at a time).  ``flash_attention`` drops the
+    ``5 n_head L / D`` term (the attention matrix is never stored).  The logits are not
     included (:func:`rlhf_memory` adds them).  Source: Korthikanti et al. (2022), "Reducing
     Activation Recomputation in Large Transformer Models", Section 4.1 (activations per layer)
     and Section 5 (full recomputation).  Chapter 10.
@@ -103,8 +112,8 @@ def activation_bytes(shape: TransformerShape, seq_len: int, micro_batch: int, ch
 
 def kv_cache_bytes(shape: TransformerShape, tokens: int) -> float:
     """Bytes of the 16-bit key/value cache for ``tokens`` tokens (all sequences of a generation
-    batch together): a key and a value vector of width ``h`` per layer and token, ``4 L h`` bytes
-    per token (multi-head attention; grouped-query attention divides it by the heads per group)."""
+    batch together): a key and a value vector of width ``D`` per layer and token, ``4 n_layer D``
+    bytes per token (multi-head attention; grouped-query attention divides it by the heads per group)."""
     check_range("tokens", tokens, 0)
     return 2 * 2 * shape.n_layer * shape.d_model * tokens
 
@@ -115,7 +124,7 @@ def rlhf_memory(shape: TransformerShape, *, seq_len: int, micro_batch: int, n_gp
     """Bytes per GPU of one RLHF training step, part by part, and their ``total``.
 
     The trained policy: ``weights``, ``gradients``, ``adam`` (:func:`model_state_bytes`),
-    ``activations`` (:func:`activation_bytes`) and ``logits`` (float32, ``4 s b V``: what the
+    ``activations`` (:func:`activation_bytes`) and ``logits`` (float32, ``4 L B V``: what the
     log-softmax over the vocabulary reads; a fused, chunked head avoids it, as TRL's does).
     Frozen models in 16 bits, sharded under ZeRO stage 3 like the policy: the ``reference``
     (same shape, ``2 Psi``) and a learned ``reward_model`` (its own shape; None for a program
