@@ -113,4 +113,4 @@ def test_the_checks_can_fail():
                  r"$s_t$", r"$E$ epochs"]:
         check(good, "example")
     with pytest.raises(AssertionError):
-        check(r"$\omega$", "example")  # not on the page
+        check(r"$\varpi$", "example")  # not on the page
