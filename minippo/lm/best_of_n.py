@@ -23,10 +23,10 @@ def best_of_n_kl(n: int | Sequence[int] | np.ndarray) -> np.ndarray | float:
     r"""KL(best-of-n || reference) = log n - (n - 1)/n, in nats (chapter 7, eq. ``ch07-eq-bon-kl``).
 
     With a proxy score that has a continuous distribution under the reference (no ties), the
-    kept response has density :math:`n F(r_\psi(x, y))^{n-1}\pi_\text{ref}(y)`, F the
-    distribution function of the score :math:`r_\psi` (chapter 7), and
-    :math:`\mathrm{KL} = \log n + (n-1)\,\mathbb E[\log U_{(n)}]` with
-    :math:`U_{(n)}` the largest of n uniforms, :math:`\mathbb E[\log U_{(n)}] = -1/n`.  Stiennon et
+    kept response has density :math:`\pi_n(y) = n\,U(y)^{n-1}\pi_\text{ref}(y)`, where
+    :math:`U(y)` is the probability that a reference sample scores at most y's score (chapter 7),
+    and :math:`\mathrm{KL} = \log n + (n-1)\,\mathbb E_{\pi_n}[\log U(y)]`; under best-of-n,
+    :math:`U(y)` is distributed as the largest of n uniforms, whose log has mean -1/n.  Stiennon et
     al. (2020), appendix G.3; Gao et al. (2023), section 2.  Where the reference repeats responses
     (ties) the true KL is smaller: the formula is then an upper bound (Beirami et al. 2024).
     """
@@ -40,9 +40,10 @@ def best_of_n_kl(n: int | Sequence[int] | np.ndarray) -> np.ndarray | float:
 def best_of_n_weights(pool_size: int, n: int) -> np.ndarray:
     r"""Probability that the sample of rank i (ascending, 1-based) is the best of a random n-subset.
 
-    The weight is :math:`\binom{i-1}{n-1} / \binom{N}{n}`: the subsets whose largest member is the i-th
-    smallest of N are those that contain it and n - 1 of the i - 1 below it (chapter 7, eq.
-    ``ch07-eq-bon-estimator``).  Returns shape ``(N,)``; the weights sum to 1.
+    The weight is :math:`\binom{i-1}{n-1} / \binom{n_\text{pool}}{n}` (``n_pool = pool_size``):
+    the subsets whose largest member is the i-th smallest of the pool are those that contain it
+    and n - 1 of the i - 1 below it (chapter 7, eq. ``ch07-eq-bon-estimator``).  Returns shape
+    ``(pool_size,)``; the weights sum to 1.
     """
     if not 1 <= n <= pool_size:
         raise ValueError(f"n must be in [1, pool_size={pool_size}], got {n}")
@@ -58,7 +59,7 @@ def best_of_n_per_prompt(proxy: torch.Tensor | np.ndarray, value: torch.Tensor |
     (the learned reward) and the quantity to average (the true reward, or the proxy itself).
     Per prompt the responses are sorted by ``proxy`` and ``value`` is averaged with
     :func:`best_of_n_weights`: the mean of the best-of-n value over all
-    :math:`\binom{N}{n}` subsets of the pool, an unbiased estimate of best-of-n on fresh samples
+    :math:`\binom{n_\text{pool}}{n}` subsets of the pool, an unbiased estimate of best-of-n on fresh samples
     (Nakano et al. 2021; Gao et al. 2023).  Ties in ``proxy`` (repeated responses) are broken
     by a stable sort; identical responses have identical values, so their order does not matter.
     Differences between columns are paired: the same pool serves every n.
