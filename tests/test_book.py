@@ -169,7 +169,9 @@ class Visit:
         self.page.on("response", lambda r: self.failed.append(f"{r.url} (HTTP {r.status})")
                      if r.status >= 400 else None)
         self.response = self.page.goto(f"{base}/{doc}.html{query}", wait_until="load")
-        self.page.wait_for_load_state("networkidle")
+        # Every request is local, but a long chapter's images and scripts from a busy test machine
+        # (both xdist workers executing) once took more than Playwright's default 30 s to settle.
+        self.page.wait_for_load_state("networkidle", timeout=120_000)
         self.wait_for_math()
 
     def _route(self, route):
