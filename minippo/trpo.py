@@ -9,11 +9,12 @@ Chapter 3, trust regions and TRPO.  TRPO maximises the importance-sampled surrog
           \\pi_\\theta(\\cdot|s_t))\\big] \\le \\delta
 
 (TRPO paper, eq. 14).  Linearising L and taking the KL to second order gives the natural
-gradient step :math:`\\theta = \\theta_{old} + \\beta s` with :math:`F s = g`, solved by conjugate
-gradient using only Fisher-vector products, scaled so the quadratic KL equals :math:`\\delta`, and
-then shrunk by a backtracking line search until the *exact* KL is within :math:`\\delta` and the
-surrogate improved (TRPO paper, Appendix C).  The value function is fitted separately by Adam on
-the lambda-returns, as in the GAE paper (Schulman et al. 2016, Section 5).
+gradient step :math:`\\theta = \\theta_{old} + \\omega \\xi` with :math:`(F + \\eta I)\\,\\xi = g`
+(chapter 3's letters), solved by conjugate gradient using only Fisher-vector products, scaled
+so the quadratic KL equals :math:`\\delta`, and then shrunk by a backtracking line search until
+the *exact* KL is within :math:`\\delta` and the surrogate improved (TRPO paper, Appendix C).
+The value function is fitted separately by Adam on the lambda-returns, as in the GAE paper
+(Schulman et al. 2016, Section 5).
 
 Order of the file: config, objective (surrogate and mean KL), estimator (Fisher-vector product,
 conjugate gradient, step size, line search), update step, training loop.
@@ -142,16 +143,19 @@ def fisher_vector_product(policy: ActorCritic, obs: Tensor, vector: Tensor, damp
 
 def conjugate_gradient(Avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10,
                        tol: float = 1e-10) -> Tensor:
-    r"""Approximately solve :math:`A x = b` for symmetric positive-definite A given only
-    :math:`v \mapsto A v`.
+    r"""Approximately solve :math:`(F + \eta I)\,\xi = g` given only the product
+    :math:`v \mapsto (F + \eta I)\,v` (``Avp``, any symmetric positive-definite matrix) and
+    :math:`g` (``b``).
 
-    Starting at :math:`x = 0`, residual :math:`r = b`, direction :math:`p = r`, repeat:
-    :math:`\alpha = r^\top r / p^\top A p`, :math:`x \leftarrow x + \alpha p`,
-    :math:`r \leftarrow r - \alpha A p`,
-    :math:`p \leftarrow r + (r_{new}^\top r_{new}/r^\top r)\,p`;
-    stop after ``iters`` steps or when :math:`r^\top r <` ``tol``.  Exact after dim(b) steps in
-    exact arithmetic.  Source: Nocedal & Wright (2006), Algorithm 5.2; TRPO paper, Appendix C.
-    Chapter 3, trust regions and TRPO.
+    In chapter 3's notation (its conjugate-gradient display): start at :math:`\xi_0 = 0`, residual
+    :math:`g_0 = g`, direction :math:`v_0 = g_0`, and repeat
+    :math:`\omega_k = g_k^\top g_k / v_k^\top (F + \eta I)\, v_k`,
+    :math:`\xi_{k+1} = \xi_k + \omega_k v_k`, :math:`g_{k+1} = g_k - \omega_k (F + \eta I)\, v_k`,
+    :math:`v_{k+1} = g_{k+1} + (g_{k+1}^\top g_{k+1} / g_k^\top g_k)\, v_k`;
+    stop after ``iters`` steps or when :math:`g_k^\top g_k <` ``tol``.  The code's ``x``, ``r``,
+    ``p`` and ``alpha`` are :math:`\xi_k`, :math:`g_k`, :math:`v_k` and :math:`\omega_k`.  Exact
+    after dim(b) steps in exact arithmetic.  Source: Nocedal & Wright (2006), Algorithm 5.2; TRPO
+    paper, Appendix C.  Chapter 3, trust regions and TRPO.
     """
     x = torch.zeros_like(b)  # (P,)
     r = b.clone()  # (P,) residual b - A x
@@ -171,10 +175,13 @@ def conjugate_gradient(Avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 
 
 
 def natural_step_size(step_dir: Tensor, F_step_dir: Tensor, max_kl: float) -> Tensor:
-    r"""The scale :math:`\beta = \sqrt{2\delta / s^\top F s}` that puts :math:`\beta s` on the
-    boundary of the quadratic trust region :math:`\tfrac12 (\beta s)^\top F (\beta s) = \delta`.
+    r"""The step length :math:`\omega = \sqrt{2\delta / \xi^\top F \xi}` that puts the full step
+    :math:`\Delta = \omega\xi` on the boundary of the quadratic trust region
+    :math:`\tfrac12 (\omega\xi)^\top F (\omega\xi) = \delta`; ``step_dir`` is :math:`\xi` and
+    ``F_step_dir`` the product :math:`F\xi` (the package passes :math:`(F + \eta I)\,\xi`).
 
-    Source: TRPO paper (Schulman et al. 2015), Appendix C.  Chapter 3, trust regions and TRPO.
+    Source: TRPO paper (Schulman et al. 2015), Appendix C, which writes :math:`\beta` and
+    :math:`s`.  Chapter 3, trust regions and TRPO, section "The step size and the line search".
     """
     return torch.sqrt(2.0 * max_kl / (step_dir @ F_step_dir).clamp_min(1e-12))
 
@@ -184,12 +191,14 @@ def backtracking_line_search(evaluate: Callable[[Tensor], tuple[float, float]], 
                              max_backtracks: int = 10) -> tuple[Tensor, int]:
     r"""Shrink the step until the constraint holds and the objective improved.
 
-    Tries :math:`x = x_{old} + \rho^k\,\Delta` for :math:`k = 0, 1, \dots` and accepts the first
-    with :math:`\text{kl}(x) \le \delta` **and** :math:`\text{loss}(x) < \text{loss}(x_{old})`,
-    where ``evaluate(x)`` returns ``(loss, kl)`` (loss = negated surrogate).  If no try passes,
-    the parameters stay at ``x_old``: TRPO never takes a step outside the trust region.
-    Source: TRPO paper (Schulman et al. 2015), Appendix C ("we perform the line search ... the
-    constraint is satisfied and the surrogate improves").  Chapter 3, trust regions and TRPO.
+    Tries :math:`x = x_{old} + c^k\,\Delta` for :math:`k = 0, 1, \dots`, where :math:`c` is
+    ``backtrack_ratio`` (1/2 in chapter 3) and :math:`\Delta = \omega\xi` the full step, and
+    accepts the first with :math:`\text{kl}(x) \le \delta` **and**
+    :math:`\text{loss}(x) < \text{loss}(x_{old})`, where ``evaluate(x)`` returns
+    ``(loss, kl)`` (loss = negated surrogate).  If no try passes, the parameters stay at
+    ``x_old``: TRPO never takes a step outside the trust region.  Source: TRPO paper
+    (Schulman et al. 2015), Appendix C ("we perform the line search ... the constraint is
+    satisfied and the surrogate improves").  Chapter 3, trust regions and TRPO.
 
     Returns:
         ``(x, k)``: the accepted parameters and the number of halvings used, or ``(x_old, -1)``.
