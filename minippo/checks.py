@@ -611,7 +611,7 @@ def _cases_solved_at(i: int, gen: torch.Generator):
     n = int(torch.randint(window + 5, window + 30, (), generator=gen))
     # a noisy rising curve of integer returns in [8, 500], like CartPole's
     rise = torch.linspace(0.0, 1.0, n) ** 2 * 560 + 20 * torch.randn(n, generator=gen)
-    returns = rise.round().clamp(8, 500)  # (n,)
+    returns = rise.round().clamp(8, 500)  # (Ep,)
     if what == "never solved":
         returns = returns.clamp(max=threshold - 1)
     elif what == "solved at the window-th episode":
@@ -800,7 +800,7 @@ def _cases_group_advantages(i: int, gen: torch.Generator):
     what = scenarios[i] if i < len(scenarios) else "random groups"
     G = 2 if what == "group size 2" else int(torch.randint(2, 7, (), generator=gen))
     n = 1 if what == "one group only" else int(torch.randint(2, 5, (), generator=gen))
-    scores = torch.randn(n * G, generator=gen)  # (n * G,)
+    scores = torch.randn(n * G, generator=gen)  # (Q * G,)
     if what == "a group whose scores are all equal":
         scores[:G] = 0.7
     elif what == "binary pass/fail scores":

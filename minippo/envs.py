@@ -572,9 +572,9 @@ class ChainMDP:
         self._s = value.clone()
 
     def _sample_start(self, n: int) -> Tensor:
-        u = torch.rand(n, generator=self._generator, dtype=torch.float64)  # (n,)
+        u = torch.rand(n, generator=self._generator, dtype=torch.float64)  # (B,)
         cdf = self.start_probs.cumsum(0)  # (S,)
-        return (u[:, None] >= cdf).sum(-1).clamp_(max=self.num_states - 2)  # (n,)
+        return (u[:, None] >= cdf).sum(-1).clamp_(max=self.num_states - 2)  # (B,)
 
     def reset(
         self, seed: int | None = None, start_probs: Sequence[float] | Tensor | None = None

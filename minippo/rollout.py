@@ -112,7 +112,7 @@ def collect(env, agent: Agent, obs: Tensor, num_steps: int, history: History | N
     next_values[terminated] = 0.0
 
     if history is not None:
-        t_end, b_end = (terminated | truncated).nonzero(as_tuple=True)  # (E,), (E,) time-sorted
+        t_end, b_end = (terminated | truncated).nonzero(as_tuple=True)  # (Ep,), (Ep,) time-sorted
         for t, ret, length in zip(t_end.tolist(), ep_return[t_end, b_end].tolist(),
                                   ep_length[t_end, b_end].tolist()):
             history.log_episodes(global_step + (t + 1) * B, step_times[t] - start_time,

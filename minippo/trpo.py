@@ -111,7 +111,7 @@ def kl_gradient(policy: ActorCritic, obs: Tensor) -> Tensor:
         old_dist = policy.dist(obs)  # same parameters, no graph: KL is 0 with gradient 0 here
     kl = mean_kl(policy, obs, old_dist)
     grads = torch.autograd.grad(kl, params, create_graph=True)
-    return torch.cat([g.reshape(-1) for g in grads])  # (P,)
+    return torch.cat([g.reshape(-1) for g in grads])  # (W,)
 
 
 def fisher_vector_product(policy: ActorCritic, obs: Tensor, vector: Tensor, damping: float = 0.1,
@@ -138,7 +138,7 @@ def fisher_vector_product(policy: ActorCritic, obs: Tensor, vector: Tensor, damp
     if grad_kl is None:
         grad_kl = kl_gradient(policy, obs)
     hvp = torch.autograd.grad(grad_kl @ vector, policy.policy_parameters(), retain_graph=True)
-    return torch.cat([h.reshape(-1) for h in hvp]) + damping * vector  # (P,)
+    return torch.cat([h.reshape(-1) for h in hvp]) + damping * vector  # (W,)
 
 
 def conjugate_gradient(Avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10,
@@ -157,14 +157,14 @@ def conjugate_gradient(Avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 
     after dim(b) steps in exact arithmetic.  Source: Nocedal & Wright (2006), Algorithm 5.2; TRPO
     paper, Appendix C.  Chapter 3, trust regions and TRPO.
     """
-    x = torch.zeros_like(b)  # (P,)
-    r = b.clone()  # (P,) residual b - A x
-    p = b.clone()  # (P,) search direction
+    x = torch.zeros_like(b)  # (W,)
+    r = b.clone()  # (W,) residual b - A x
+    p = b.clone()  # (W,) search direction
     rr = r @ r
     for _ in range(iters):
         if rr < tol:
             break
-        Ap = Avp(p)  # (P,)
+        Ap = Avp(p)  # (W,)
         alpha = rr / (p @ Ap)
         x += alpha * p
         r -= alpha * Ap
@@ -205,7 +205,7 @@ def backtracking_line_search(evaluate: Callable[[Tensor], tuple[float, float]], 
     """
     loss_old, _ = evaluate(x_old)
     for k in range(max_backtracks):
-        x = x_old + backtrack_ratio ** k * full_step  # (P,)
+        x = x_old + backtrack_ratio ** k * full_step  # (W,)
         loss, kl = evaluate(x)
         if kl <= max_kl and loss < loss_old:
             return x, k
@@ -215,7 +215,7 @@ def backtracking_line_search(evaluate: Callable[[Tensor], tuple[float, float]], 
 
 # --------------------------------------------------------------------------- update step
 def _flat_params(params: list[Tensor]) -> Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in params])  # (P,)
+    return torch.cat([p.detach().reshape(-1) for p in params])  # (W,)
 
 
 @torch.no_grad()
@@ -257,10 +257,10 @@ def update(agent: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollou
     logp, _, _ = agent.evaluate(obs, actions)  # (N,)
     loss = clipped_surrogate(logp, logp_old, adv, None)  # -L(theta), eq. 14 (no clipping)
     check_finite(update_index, policy_loss=loss)
-    g = -_flat_params(torch.autograd.grad(loss, params))  # (P,) gradient of L
+    g = -_flat_params(torch.autograd.grad(loss, params))  # (W,) gradient of L
     Fvp = partial(fisher_vector_product, agent, obs, damping=config.cg_damping,
                   grad_kl=kl_gradient(agent, obs))
-    step_dir = conjugate_gradient(Fvp, g, config.cg_iters)  # (P,) ~ F^-1 g
+    step_dir = conjugate_gradient(Fvp, g, config.cg_iters)  # (W,) ~ F^-1 g
     beta = natural_step_size(step_dir, Fvp(step_dir), config.max_kl)
     with torch.no_grad():
         old_dist = agent.dist(obs)

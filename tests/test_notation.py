@@ -10,6 +10,8 @@ uses, each once, and notations the book retired do not come back.
   :math:`G_0`, the conjugate-gradient damping is :math:`\\eta` (:math:`\\lambda` is GAE's), epochs
   are :math:`E` (:math:`K` counts a bandit's arms), and a score is never :math:`s(\\cdot)` (which
   would clash with the state :math:`s_t`).
+- Every axis letter in a shape comment of ``minippo`` (``# (T, B)``) is a letter of the notation
+  page's "Shapes" table, and every letter of that table is used.
 """
 from __future__ import annotations
 
@@ -114,3 +116,60 @@ def test_the_checks_can_fail():
         check(good, "example")
     with pytest.raises(AssertionError):
         check(r"$\varpi$", "example")  # not on the page
+
+
+# ---------------------------------------------------------------------------- shape comments
+SHAPE_COMMENT = re.compile(r"#\s*(\((?:[^()]|\([^()]*\))*\))")
+_ATOM = r"(?:[A-Za-z][A-Za-z0-9']*|\d+|len\([^()]*\))"
+SHAPE_AXIS = re.compile(rf"^\s*{_ATOM}(?:\s*[-+*/]\s*{_ATOM})*\s*$")
+
+
+def shape_letters(text: str) -> dict[str, int]:
+    """Axis letters of the shape comments in ``text``, each with the first line it is on.
+
+    A shape comment is ``# (...)`` whose comma-separated parts are each a letter, a number,
+    ``len(...)`` or arithmetic of them (``(B, P + R)``); ``# (the pool)`` is prose, not a shape.
+    A lower-case name inside arithmetic with an axis letter (the ``k`` of ``T - k``) is a loop
+    variable, not an axis."""
+    letters: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        for match in SHAPE_COMMENT.finditer(line):
+            parts = [p for p in match.group(1)[1:-1].split(",") if p.strip()]
+            if not parts or not all(SHAPE_AXIS.match(p) for p in parts):
+                continue
+            for part in parts:
+                names = re.findall(r"[A-Za-z][A-Za-z0-9']*", re.sub(r"len\([^()]*\)", "", part))
+                arithmetic = len(names) > 1 or re.search(r"[-+*/]", part)
+                for name in names:
+                    if arithmetic and name[0].islower() and any(n[0].isupper() for n in names):
+                        continue
+                    letters.setdefault(name, number)
+    return letters
+
+
+def table_letters() -> set[str]:
+    section = PAGE.read_text().split("## Shapes", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([^`]+)`", row.split(" | ")[0])}
+
+
+def test_shape_letters_are_on_the_notation_page():
+    table = table_letters()
+    assert {"T", "B", "N"} <= table, "the notation page's Shapes table was not read"
+    used: set[str] = set()
+    for path in MODULES:
+        letters = shape_letters(path.read_text())
+        used |= set(letters)
+        unknown = {f"{name} (line {line})" for name, line in letters.items() if name not in table}
+        assert not unknown, (f"{path.relative_to(ROOT)}: shape comments use {sorted(unknown)}, "
+                             "which the Shapes table of book/notation.md does not list")
+    assert table <= used, f"the Shapes table lists letters no shape comment uses: {sorted(table - used)}"
+
+
+def test_the_shape_scanner_can_fail():
+    assert shape_letters("x = f(y)  # (T, B)\nz = g()  # (B, P + R), masked") == {"T": 1, "B": 1, "P": 2, "R": 2}
+    assert shape_letters("a = alive[:rows]  # (T-k, B)") == {"T": 1, "B": 1}
+    assert shape_letters("h = h  # (b, R)") == {"b": 1, "R": 1}  # a lone lower-case axis is an axis
+    assert shape_letters("p = s[i]  # (the pool)\nq = 1  # (candidates see no clock)") == {}
+    assert shape_letters("r = x  # (Q, len(ns))") == {"Q": 1}
+

@@ -180,10 +180,10 @@ def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, 
     Source: Shao et al. (2024), DeepSeekMath, Section 4.1.2 ("outcome supervision"); Liu et al.
     (2025), Dr. GRPO, eq. 3.  Chapter 9, beyond PPO.
     """
-    s = _groups(scores, group_size)  # (n, G)
-    adv = s - s.mean(dim=1, keepdim=True)  # (n, G)
+    s = _groups(scores, group_size)  # (Q, G)
+    adv = s - s.mean(dim=1, keepdim=True)  # (Q, G)
     if scale:
-        adv = adv / (s.std(dim=1, keepdim=True) + eps)  # (n, G)
+        adv = adv / (s.std(dim=1, keepdim=True) + eps)  # (Q, G)
     return adv.reshape(-1)  # (B,)
 
 
@@ -198,8 +198,8 @@ def leave_one_out_advantages(rewards: torch.Tensor, group_size: int) -> torch.Te
     Source: Ahmadian et al. (2024), "Back to Basics: Revisiting REINFORCE Style Optimization for
     Learning from Human Feedback in LLMs", eq. 6; Kool et al. (2019).  Chapter 9, beyond PPO.
     """
-    r = _groups(rewards, group_size)  # (n, k)
-    baseline = (r.sum(dim=1, keepdim=True) - r) / (group_size - 1)  # (n, k)
+    r = _groups(rewards, group_size)  # (Q, G)
+    baseline = (r.sum(dim=1, keepdim=True) - r) / (group_size - 1)  # (Q, G)
     return (r - baseline).reshape(-1)  # (B,)
 
 
@@ -268,14 +268,14 @@ def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor
     Source: Shao et al. (2024), eq. 3; Liu et al. (2025), eq. 3.  Chapter 9, beyond PPO; chapter 10
     compares it with TRL's ``loss_type`` options (``grpo`` and ``dr_grpo`` are these two).
     """
-    lengths = mask.sum(dim=1).to(logp.dtype)  # (b,)
+    lengths = mask.sum(dim=1).to(logp.dtype)  # (M,)
     # the normaliser: the response's length |y_i| (GRPO) or a constant (Dr. GRPO)
     z = (lengths if config.length_normalise
-         else torch.full_like(lengths, float(config.max_new_tokens)))  # (b,)
-    w = mask.sum().to(logp.dtype) / (len(z) * z)  # (b,)
-    adv_tok = (adv * w)[:, None].expand_as(logp)  # (b, R)
+         else torch.full_like(lengths, float(config.max_new_tokens)))  # (M,)
+    w = mask.sum().to(logp.dtype) / (len(z) * z)  # (M,)
+    adv_tok = (adv * w)[:, None].expand_as(logp)  # (M, R)
     pg = clipped_surrogate(logp, logp_old, adv_tok, config.clip_eps, mask=mask)
-    kl = kl_k3(logp, logp_ref)  # (b, R): samples from the policy, KL(policy || reference)
+    kl = kl_k3(logp, logp_ref)  # (M, R): samples from the policy, KL(policy || reference)
     return pg + config.kl_coef * masked_mean(kl * w[:, None], mask)
 
 
@@ -310,9 +310,9 @@ def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig = G
             perm = torch.randperm(config.batch_size, generator=gen_rng)
             for s in range(0, mb * config.num_minibatches, mb):
                 idx = perm[s: s + mb]
-                m = gen.response_mask[idx]  # (b, R)
+                m = gen.response_mask[idx]  # (M, R)
                 logp, _, _ = response_logprobs(policy, gen.tokens[idx], gen.attention_mask[idx], gen.prompt_len,
-                                               config.temperature)  # (b, R)
+                                               config.temperature)  # (M, R)
                 loss = grpo_loss(logp, logp_old[idx], logp_ref[idx], adv[idx], m, config)
                 check_finite(it, policy_loss=loss)
                 grad_norm = optimizer_step(params, optimizer, loss, config.max_grad_norm)
@@ -417,7 +417,7 @@ def preference_logprobs(model: GPT, tokenizer: CharTokenizer,
     prompts = [p.prompt for p in pairs] * 2
     responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     tokens, attn, P, rmask = prompt_response_batch(tokenizer, prompts, responses)
-    lp = sequence_logprobs(model, tokens, attn, P, rmask)  # (2b,)
+    lp = sequence_logprobs(model, tokens, attn, P, rmask)  # (2M,)
     return lp[: len(pairs)], lp[len(pairs):]
 
 

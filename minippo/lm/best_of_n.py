@@ -6,7 +6,8 @@ reward scores highest. It is the other optimiser of Gao et al.'s over-optimisati
 (its equations ``ch07-eq-bon-kl`` and ``ch07-eq-bon-estimator``) and plots both optimisers on
 one sqrt(KL) axis.
 
-Shapes: P prompts, N responses sampled per prompt (the pool), n <= N the best-of-n size.
+Shapes (book/notation.md): Q prompts, G responses sampled for each (the pool, n_pool in chapter 7),
+n <= G the best-of-n size.
 """
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ def best_of_n_weights(pool_size: int, n: int) -> np.ndarray:
 
 def best_of_n_per_prompt(proxy: torch.Tensor | np.ndarray, value: torch.Tensor | np.ndarray,
                          ns: Sequence[int]) -> np.ndarray:
-    r"""Per prompt, the unbiased estimate of E[value of the best-of-n response], shape ``(P, len(ns))``.
+    r"""Per prompt, the unbiased estimate of E[value of the best-of-n response], shape ``(Q, len(ns))``.
 
-    ``proxy`` and ``value`` are ``(P, N)``: N responses per prompt, the score that selects
+    ``proxy`` and ``value`` are ``(Q, G)``: G responses per prompt, the score that selects
     (the learned reward) and the quantity to average (the true reward, or the proxy itself).
     Per prompt the responses are sorted by ``proxy`` and ``value`` is averaged with
     :func:`best_of_n_weights`: the mean of the best-of-n value over all
@@ -64,12 +65,13 @@ def best_of_n_per_prompt(proxy: torch.Tensor | np.ndarray, value: torch.Tensor |
     by a stable sort; identical responses have identical values, so their order does not matter.
     Differences between columns are paired: the same pool serves every n.
     """
-    proxy = np.asarray(proxy, dtype=float)  # (P, N)
-    value = np.asarray(value, dtype=float)  # (P, N)
+    proxy = np.asarray(proxy, dtype=float)  # (Q, G)
+    value = np.asarray(value, dtype=float)  # (Q, G)
     if proxy.ndim != 2 or proxy.shape != value.shape:
-        raise ValueError(f"proxy and value must both be (P, N), got {proxy.shape} and {value.shape}")
-    order = np.argsort(proxy, axis=1, kind="stable")  # (P, N), ascending
-    ranked = np.take_along_axis(value, order, axis=1)  # (P, N)
+        raise ValueError(f"proxy and value must both be (Q, G), Q prompts x G responses each; "
+                         f"got {proxy.shape} and {value.shape}")
+    order = np.argsort(proxy, axis=1, kind="stable")  # (Q, G), ascending
+    ranked = np.take_along_axis(value, order, axis=1)  # (Q, G)
     return np.stack([ranked @ best_of_n_weights(proxy.shape[1], n) for n in ns], axis=1)
 
 
@@ -77,7 +79,7 @@ def best_of_n_estimate(proxy: torch.Tensor | np.ndarray, value: torch.Tensor | n
                        ns: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """:func:`best_of_n_per_prompt`, summarised: ``(mean, standard error)`` over prompts, each
     ``(len(ns),)``."""
-    per_prompt = best_of_n_per_prompt(proxy, value, ns)  # (P, len(ns))
-    P = per_prompt.shape[0]
-    se = per_prompt.std(axis=0, ddof=1) / np.sqrt(P) if P > 1 else np.full(len(ns), np.nan)
+    per_prompt = best_of_n_per_prompt(proxy, value, ns)  # (Q, len(ns))
+    Q = per_prompt.shape[0]
+    se = per_prompt.std(axis=0, ddof=1) / np.sqrt(Q) if Q > 1 else np.full(len(ns), np.nan)
     return per_prompt.mean(axis=0), se

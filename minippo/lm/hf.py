@@ -192,11 +192,11 @@ def sample_with_logprobs(hf_model: GPT2LMHeadModel, prompts: list[str], tokenize
                                 max_new_tokens=max_new_tokens, return_dict_in_generate=True, output_scores=True,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     P = batch["input_ids"].shape[1]
-    response = out.sequences[:, P:]  # (B, R') with R' <= max_new_tokens
-    scores = torch.stack(out.scores, dim=1)  # (B, R', V): logits / temperature, as sampled from
-    logp = F.log_softmax(scores.float(), dim=-1).gather(2, response[:, :, None]).squeeze(2)  # (B, R')
-    mask = response_mask(response, tokenizer.eos_token_id)  # (B, R')
-    attention_mask = torch.cat([batch["attention_mask"].bool(), mask], dim=1)  # (B, P + R')
+    response = out.sequences[:, P:]  # (B, R) with R <= max_new_tokens
+    scores = torch.stack(out.scores, dim=1)  # (B, R, V): logits / temperature, as sampled from
+    logp = F.log_softmax(scores.float(), dim=-1).gather(2, response[:, :, None]).squeeze(2)  # (B, R)
+    mask = response_mask(response, tokenizer.eos_token_id)  # (B, R)
+    attention_mask = torch.cat([batch["attention_mask"].bool(), mask], dim=1)  # (B, P + R)
     return out.sequences, attention_mask, P, logp * mask, mask
 
 

@@ -93,23 +93,23 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        """``x`` (B, L, D) holds the new positions; ``allowed`` (B, 1, L, S) says which of the S
-        key positions (cached ones first) each may see.  ``cache`` (generation only) keeps the
+        """``x`` (B, Lq, D) holds the Lq new positions (Lq = L without a cache); ``allowed``
+        (B, 1, Lq, L) says which of the L key positions (cached ones first) each may see.  ``cache`` (generation only) keeps the
         keys and values of earlier positions so that each new token costs one position's work."""
-        B, L, D = x.shape
-        q, k, v = self.c_attn(x).split(D, dim=2)  # (B, L, D) each
-        q = q.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
-        k = k.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
-        v = v.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, nh, L, hd)
+        B, Lq, D = x.shape
+        q, k, v = self.c_attn(x).split(D, dim=2)  # (B, Lq, D) each
+        q = q.view(B, Lq, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, Lq, Dh)
+        k = k.view(B, Lq, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, Lq, Dh)
+        v = v.view(B, Lq, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, Lq, Dh)
         if cache is not None:
             if "k" in cache:
-                k = torch.cat([cache["k"], k], dim=2)  # (B, nh, S, hd)
-                v = torch.cat([cache["v"], v], dim=2)  # (B, nh, S, hd)
+                k = torch.cat([cache["k"], k], dim=2)  # (B, H, L, Dh)
+                v = torch.cat([cache["v"], v], dim=2)  # (B, H, L, Dh)
             cache["k"], cache["v"] = k, v
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nh, L, hd)
-        y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+        )  # (B, H, Lq, Dh)
+        y = y.transpose(1, 2).reshape(B, Lq, D)  # (B, Lq, D)
         return self.c_proj(y)
 
 

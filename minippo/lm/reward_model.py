@@ -204,7 +204,7 @@ def pair_accuracy(rm: RewardModel, pairs: Sequence[PreferencePair],
     """Fraction of pairs in which the reward model scores ``chosen`` above ``rejected``."""
     if not pairs:
         return float("nan")
-    r = rm.raw(*_pair_batch(tokenizer or CharTokenizer(), pairs))  # (2N,)
+    r = rm.raw(*_pair_batch(tokenizer or CharTokenizer(), pairs))  # (2B,)
     n = len(pairs)
     return float((r[:n] > r[n:]).float().mean())
 
@@ -234,8 +234,8 @@ def train_reward_model(pairs: Sequence[PreferencePair], init: GPT, config: Rewar
         lr = warmup_cosine_learning_rate(config, step)
         set_learning_rate(opt, lr)
         idx = torch.randint(len(pairs), (config.batch_size,), generator=gen).tolist()
-        r = rm.raw(*_pair_batch(tokenizer, [pairs[i] for i in idx]))  # (2b,)
-        r_w, r_l = r[: len(idx)], r[len(idx):]  # (b,), (b,)
+        r = rm.raw(*_pair_batch(tokenizer, [pairs[i] for i in idx]))  # (2M,)
+        r_w, r_l = r[: len(idx)], r[len(idx):]  # (M,), (M,)
         loss = bradley_terry_loss(r_w, r_l)
         check_finite(step, reward_model_loss=loss)
         grad_norm = optimizer_step(list(rm.parameters()), opt, loss, config.max_grad_norm)

@@ -286,12 +286,12 @@ def ppo_loss(policy: GPT, batch: RolloutBatch, idx: torch.Tensor, config: RLHFCo
     Returns ``(loss, stats)``: ``stats`` holds the detached ``pg`` and ``vf`` losses and ``kl``,
     the minibatch's per-token k3 KL(old || new) before the step (what ``target_kl`` checks).
     """
-    tokens, attn, m = batch.tokens[idx], batch.attention_mask[idx], batch.mask[idx]  # (b, L), (b, L), (b, R)
+    tokens, attn, m = batch.tokens[idx], batch.attention_mask[idx], batch.mask[idx]  # (M, L), (M, L), (M, R)
     logp, entropy, v = response_logprobs(policy, tokens, attn, batch.prompt_len, config.temperature,
-                                         with_value=critic is None)  # (b, R)
+                                         with_value=critic is None)  # (M, R)
     if critic is not None:
         _, _, v = response_logprobs(critic, tokens, attn, batch.prompt_len, config.temperature, with_value=True)
-    logp_old, adv, ret, v_old = batch.logp[idx], batch.adv[idx], batch.ret[idx], batch.values[idx]  # (b, R)
+    logp_old, adv, ret, v_old = batch.logp[idx], batch.adv[idx], batch.ret[idx], batch.values[idx]  # (M, R)
     pg_loss = clipped_surrogate(logp, logp_old, adv, config.clip_eps, mask=m)
     v_loss = clipped_value_loss(v, v_old, ret, config.clip_value_eps, mask=m)
     ent = entropy_bonus(entropy, mask=m)
