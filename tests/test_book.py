@@ -17,6 +17,7 @@ A screenshot of one chapter is saved to ``_build/screenshots/chapter.png`` for a
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -26,8 +27,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-
-import contextlib
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -173,7 +172,7 @@ class Visit:
     def __init__(self, browser, base: str, doc: str, viewport: dict | None = None, query: str = ""):
         self.base = base
         self.url = f"{base}/{doc}.html{query}"
-        self.first_opening: list[str] | None = None  # what an abandoned first opening waited for
+        first_opening: list[str] = []  # what an abandoned first opening waited for
         for attempt in (1, 2):
             self.errors: list[str] = []
             self.blocked: list[str] = []
@@ -200,8 +199,8 @@ class Visit:
                 self.context.close()
                 if attempt == 2:
                     pytest.fail(f"{self.url} did not settle in {self.SETTLE_S} s, twice; the first "
-                                f"opening waited for {self.first_opening}, the second for {waiting}")
-                self.first_opening = waiting
+                                f"opening waited for {first_opening}, the second for {waiting}")
+                first_opening = waiting
         self.wait_for_math()
 
     def _request_failed(self, request):

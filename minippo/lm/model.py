@@ -94,8 +94,9 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """``x`` (B, Lq, D) holds the Lq new positions (Lq = L without a cache); ``allowed``
-        (B, 1, Lq, L) says which of the L key positions (cached ones first) each may see.  ``cache`` (generation only) keeps the
-        keys and values of earlier positions so that each new token costs one position's work."""
+        (B, 1, Lq, L) says which of the L key positions (cached ones first) each may see.
+        ``cache`` (generation only) keeps the keys and values of earlier positions so that each
+        new token costs one position's work."""
         B, Lq, D = x.shape
         q, k, v = self.c_attn(x).split(D, dim=2)  # (B, Lq, D) each
         q = q.view(B, Lq, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, Lq, Dh)
