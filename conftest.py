@@ -61,7 +61,7 @@ def pytest_runtest_setup(item):
 
 
 # ----------------------------------------------------------------------------- notebook times
-#: DESIGN.md's budgets: a chapter alone with nbval on an idle 2-core machine (the capstone more).
+#: The project's budgets: a chapter alone with nbval on an idle 2-core machine (the capstone more).
 BUDGET_S = {"08_capstone_rlhf_code": 150.0}
 DEFAULT_BUDGET_S = 90.0
 _notebook_seconds: dict[str, float] = defaultdict(float)

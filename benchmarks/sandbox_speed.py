@@ -3,7 +3,7 @@
     python benchmarks/sandbox_speed.py                     # 30 batches; 2 PPO runs of 40 iterations
     python benchmarks/sandbox_speed.py --repeats 50 --runs 3 --skip-ppo
 
-DESIGN.md's budgets: a batch of 64 benign candidates with 4 unit tests each in under 100 ms on
+The budgets (the README's benchmark section): a batch of 64 benign candidates with 4 unit tests each in under 100 ms on
 an idle 2-core machine, and an RLHF-PPO iteration no more than 15% slower than before issue 12
 (the sandbox rewrite). Both go through public functions that did not change in that rewrite,
 so the same script measures the commit before it (``PYTHONPATH=<old checkout> python ...``).

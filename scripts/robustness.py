@@ -4,9 +4,10 @@
     python scripts/robustness.py --chapters 05 06 --offsets 0 1 --variants native default
     python scripts/robustness.py --json matrix.json        # also keep every glued number per run
 
-A chapter's closing asserts must hold on any machine and any seed (DESIGN.md, "Notebook
-contract"). This script emulates other machines and seeds on this one: every chapter is executed
-top to bottom in a fresh kernel, as nbval executes it, once per combination of
+A chapter's closing asserts must hold on any machine and any seed (book/how_to_use.md, "What
+your run will and will not reproduce"). This script emulates other machines and seeds on this
+one: every chapter is executed top to bottom in a fresh kernel, as nbval executes it, once per
+combination of
 
 * a seed offset ``k`` (``MINIPPO_SEED_OFFSET=k`` shifts every seed the chapter uses), and
 * a numerics variant: ``native``; ``default`` (``ATEN_CPU_CAPABILITY=default``: torch's portable

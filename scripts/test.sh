@@ -3,7 +3,7 @@
 # browser tests), and every chapter notebook executed by nbval.
 #
 # Every chapter is executed twice, under two numerics, so that a claim tuned to one trajectory of
-# random numbers fails here rather than on a reader's machine (DESIGN.md, notebook contract):
+# random numbers fails here rather than on a reader's machine (book/how_to_use.md):
 #   nbval (chapters/*.ipynb)   MINIPPO_SEED_OFFSET=1 ATEN_CPU_CAPABILITY=default: every seed
 #                              shifted by one, torch's portable (non-SIMD) kernels (conftest.py;
 #                              override with MINIPPO_NBVAL_NUMERICS=native or NAME=VALUE,...)

@@ -19,7 +19,7 @@ ALGOS = {
 }
 UNPREFIXED = ["global_step", "time/elapsed", "rollout/episodic_return", "rollout/episode_length",
               "time/steps_per_second"]
-#: DESIGN.md's metrics; each algorithm logs them under its own name (ppo/..., trpo/..., ...)
+#: The metric dictionary's shared metrics (book/metrics.md); each algorithm logs them under its own name (ppo/..., trpo/..., ...)
 SHARED_METRICS = ["policy_loss", "value_loss", "entropy", "kl_divergence", "clip_fraction",
                   "ratio_mean", "ratio_std", "explained_variance", "value_pred_mean",
                   "mean_advantage", "mean_reward", "reward_std"]

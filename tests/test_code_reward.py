@@ -1,7 +1,6 @@
 """The code reward: syntax, unit tests and quality, weighted 0.3/0.5/0.2, with the no-EOS
 penalty and zero for sandbox violations (Chapter 8)."""
 import os
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -158,16 +157,18 @@ def test_bad_arguments():
         code_rewards([ADD3], ["    return x + 3"], [True], missing_eos_penalty=-1.0)
 
 
-def test_batch_of_64_is_fast():
+def test_a_batch_of_64_scores_each_body_on_its_own():
+    """64 distinct bodies (8 kinds, padded with spaces, which change neither the program's meaning
+    nor its quality) score as their kind does alone. The batch's speed is measured in
+    benchmarks/sandbox_speed.py (figures in the README)."""
     kinds = ["    return x + 3", "    return x - 3", "    return 3", "    retrun x + 3",
              "    return x +", "    y = x + 3\n    return y", "    return x + 3 if x else 3", "    return -x"]
     bodies = [kinds[i % len(kinds)] + " " * (i // len(kinds)) for i in range(64)]  # 64 distinct programs
-    code_rewards([ADD3], kinds[:1], [True])  # warm caches
-    start = time.monotonic()
+    alone = [code_rewards([ADD3], [kind], [True]).rewards[0] for kind in kinds]
     out = code_rewards([ADD3] * 64, bodies, [True] * 64)
-    elapsed = time.monotonic() - start
     assert out.metrics["code/syntax_success_rate"] == pytest.approx(6 / 8)
-    assert elapsed < 2.0  # ~30-60 ms on an idle 2-core machine; generous for shared CI
+    assert list(out.rewards) == pytest.approx(alone * 8)
+    assert len(set(alone)) >= 5  # the kinds do score differently
 
 
 def test_every_reference_body_of_the_code_task_earns_full_reward():

@@ -1,5 +1,5 @@
 """The root ``conftest.py`` runs every chapter under nbval with other numerics than the book build
-(DESIGN.md, notebook contract; ``scripts/test.sh``): seed offset 1 and torch's portable kernels.
+(book/how_to_use.md; ``scripts/test.sh``): seed offset 1 and torch's portable kernels.
 Checked here by letting nbval execute a one-cell notebook that reports what its kernel sees."""
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""The notebook contract (DESIGN.md): what every chapter notebook promises, checked statically.
+"""The notebook contract: what every chapter notebook promises, checked statically.
 
 - The table of contents and ``chapters/`` agree, and chapters keep their ``NN_name`` file names.
 - The first code cell is the standard setup cell: the Colab install guard installing minippo

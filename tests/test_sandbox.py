@@ -1,7 +1,7 @@
-"""The sandbox keeps DESIGN.md's reliability contract (Chapter 8): hostile programs, including
-programs written against this sandbox, score zero, return within their deadlines, cannot touch
-the caller or each other, and leave no process and no file behind; expected answers never
-enter the sandbox, and nothing a candidate writes makes the caller raise.
+"""The sandbox keeps its docstring's contract (minippo/lm/sandbox.py; Chapter 8): hostile
+programs, including programs written against this sandbox, score zero, return within their
+deadlines, cannot touch the caller or each other, and leave no process and no file behind;
+expected answers never enter the sandbox, and nothing a candidate writes makes the caller raise.
 
 Many programs here first get past the two Python-level layers (the static guard and the
 restricted builtins) with a trick that needs no dunder in the source, and then attack the
@@ -581,15 +581,14 @@ def test_batch_time_limit_bounds_the_call(guarded):
     assert results[-1].detail == "batch time limit"
 
 
-def test_benign_batch_of_64_is_fast():
+def test_a_batch_of_64_distinct_programs():
+    """The batch that benchmarks/sandbox_speed.py times (its figures are in the README): 64
+    programs, each new to the sandbox, 4 cases each; every one scored on its own cases."""
     variants = [GOOD, body("return x + 2"), body("return 3 + x"), body("y = x + 3\nreturn y")]
-    programs = [variants[i % 4] + "\n" + "#" * i for i in range(64)]  # 64 distinct programs
-    run_cases(programs[:1], ["add3"], [CASES])  # start the zygote
-    start = time.monotonic()
+    programs = [variants[i % 4] + "\n# " + uuid.uuid4().hex for i in range(64)]  # all new
     results = run_cases(programs, ["add3"] * 64, [CASES + [((10,), 13)]] * 64)
-    elapsed = time.monotonic() - start
-    assert [r.pass_rate for r in results[:4]] == [1.0, 0.0, 1.0, 1.0]
-    assert elapsed < 2.0  # see benchmarks/sandbox_speed.py for the measured figures
+    assert [r.status for r in results] == [OK] * 64
+    assert [r.passed for r in results] == [(True,) * 4, (False,) * 4, (True,) * 4, (True,) * 4] * 16
 
 
 def test_layers_are_reported_once(capsys, monkeypatch):
