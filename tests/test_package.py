@@ -56,7 +56,8 @@ def test_the_repository_cites_only_what_a_reader_has():
     missing, unshipped = [], []
     for path in sources:
         text = path.read_text(encoding="utf-8")
-        missing += [f"{path.relative_to(root)}: {p}" for p in CITED_PATH.findall(text) if "NN_" not in p and not (root / p).exists()]  # NN_: a placeholder
+        missing += [f"{path.relative_to(root)}: {p}" for p in CITED_PATH.findall(text)
+                    if "NN_" not in p and not (root / p).exists()]  # NN_: a placeholder
         unshipped += [f"{path.relative_to(root)}: {m}" for m in re.findall(r"\b(?:DESIGN|STYLE)\.md\b", text)]
     assert not missing, "paths that are not in the repository:\n" + "\n".join(missing)
     assert not unshipped, "the team's notes are not shipped; cite the book instead:\n" + "\n".join(unshipped)

@@ -105,13 +105,28 @@ def snapshot(path) -> dict:
     return out
 
 
+def ipc_objects() -> set:
+    """System V shared-memory segments, semaphore sets and message queues in this process's IPC
+    namespace made by ``nobody`` or by this uid (``/proc/sysvipc``): ``(kind, key, id)``."""
+    out = set()
+    for kind in ("shm", "sem", "msg"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                header, *rows = [line.split() for line in f.read().splitlines()]
+        except OSError:
+            continue
+        cuid = header.index("cuid")
+        out |= {(kind, row[0], row[1]) for row in rows if int(row[cuid]) in (65534, os.getuid())}
+    return out
+
+
 @pytest.fixture
 def guarded(tmp_path, monkeypatch):
     """A fresh zygote, and bait for hostile programs: a directory in /tmp that anyone may write
     to, holding a file that anyone may write (so that only the sandbox stands in the way), an
     empty working directory, and a path in /tmp that must not appear. Afterwards: no sandbox
-    process but the zygote, and none at all once it is stopped; the bait, the working directory
-    and ``/`` as they were."""
+    process but the zygote, and none at all once it is stopped; the bait, the working directory,
+    ``/`` and this IPC namespace's shared memory, semaphores and message queues as they were."""
     sandbox.stop()
     bait, cwd = tempfile.mkdtemp(prefix="minippo-sandbox-bait-", dir="/tmp"), tmp_path / "cwd"
     cwd.mkdir()
@@ -122,14 +137,15 @@ def guarded(tmp_path, monkeypatch):
     os.chmod(keep, 0o666)
     monkeypatch.chdir(cwd)
     marker = f"/tmp/minippo-sandbox-test-{uuid.uuid4().hex}"
-    before = snapshot(bait), sorted(os.listdir("/"))
+    before = snapshot(bait), sorted(os.listdir("/")), ipc_objects()
     try:
         yield SimpleNamespace(bait=bait, keep=keep, marker=marker, caller=os.getpid())
         leftovers = candidate_leftovers()
         sandbox.stop()
         assert leftovers == set(), "a candidate's process outlived it"
         assert sandbox_processes() == [], "the sandbox left a process behind"
-        assert (snapshot(bait), sorted(os.listdir("/"))) == before, "a file changed outside the sandbox"
+        after = snapshot(bait), sorted(os.listdir("/")), ipc_objects()
+        assert after == before, "a file or an IPC object changed outside the sandbox"
         assert os.listdir(cwd) == [], "something was written to the working directory"
         assert not os.path.exists(marker), "a file was created in /tmp"
     finally:
@@ -272,6 +288,11 @@ HOSTILE = {
         "    try:\n        os.write(fd, b'[\"ok\",\"\",[[true,4],[true,3],[true,0]]]')\n"
         "    except OSError:\n        pass\n"
         "while True:\n    pass"), {TIMEOUT}),
+    "escaped: leave shared memory behind": (escaped(
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.shmat.restype = ctypes.c_void_p\n"
+        "i = libc.shmget(0, 64 << 20, 0o1600)\n"
+        "if i >= 0:\n    p = libc.shmat(i, None, 0)\n    ctypes.memset(p, 1, 64 << 20)\n"
+        "    libc.shmdt(ctypes.c_void_p(p))"), {OK, TIMEOUT}),
     "escaped: write forever": (escaped(
         "import os, time\nwhile True:\n    os.write(3, b'[')\n    time.sleep(0.01)"), {TIMEOUT, MALFORMED}),
     "escaped: close the pipe and sleep": (escaped(
@@ -372,8 +393,8 @@ def test_the_system_call_filter_holds_on_its_own(guarded, monkeypatch):
 
     if not (sandbox.zygote.LINUX and os.uname().machine == "x86_64"):
         pytest.skip("the filter is for x86_64 Linux")
-    others = ("network namespace", "IPC namespace", "read-only filesystem", "PID namespace per candidate",
-              "resource limits", "unprivileged uid")
+    others = ("network namespace", "IPC namespace", "IPC namespace per candidate", "read-only filesystem",
+              "PID namespace per candidate", "resource limits", "unprivileged uid")
     monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", others)
     sandbox.stop()
     assert "system-call filter" in sandbox.layers()
@@ -386,8 +407,12 @@ def test_the_system_call_filter_holds_on_its_own(guarded, monkeypatch):
               "import os\n" + attempt.format("os.execv('/bin/true', ['true'])"),
               "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
               "result = 'done' if libc.socket(2, 1, 0) >= 0 else ctypes.get_errno()",
+              "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+              "result = 'done' if libc.shmget(0, 4096, 0o1600) >= 0 else ctypes.get_errno()",
+              "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+              "result = 'done' if libc.mq_open(b'/q', 0o100 | 2, 0o600, None) >= 0 else ctypes.get_errno()",
               "result = len(open('KEEP_PATH').read())"]  # reading is allowed
-    answers = [errno.EPERM] * 7 + [len("keep me")]
+    answers = [errno.EPERM] * 9 + [len("keep me")]
     programs = [fill(escaped(code, "return scope['result']"), guarded) for code in probes]
     results = run_cases(programs, ["add3"] * len(programs), [[((0,), answer)] for answer in answers])
     assert [r.passed for r in results] == [(True,)] * len(probes), results
@@ -490,6 +515,28 @@ def test_candidates_do_not_share_classes_modules_or_builtins(guarded):
     assert [r.pass_rate for r in results] == [1.0] * len(programs)
 
 
+SHARED_MEMORY = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                 "i = libc.shmget({key}, 1 << 20, {flags})\nresult = 'found' if i >= 0 else ctypes.get_errno()")
+
+
+def test_shared_memory_dies_with_its_candidate(guarded, monkeypatch):
+    """With the system-call filter switched off (it refuses System V IPC), a candidate makes a
+    shared-memory segment, which in a shared IPC namespace would outlive it (memory left behind
+    for the zygote's whole life, and a channel to later candidates); the next candidate, of the
+    next batch, finds no such segment: it died with its maker's IPC namespace."""
+    import errno
+
+    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", ("system-call filter",))
+    sandbox.stop()
+    if not active("IPC namespace per candidate"):
+        pytest.skip("this system offers no IPC namespaces")
+    key = 0x6D70_0000 + os.getpid() % 0xFFFF
+    make, find = (escaped(SHARED_MEMORY.format(key=key, flags=flags), "return scope['result']")
+                  for flags in (0o1666, 0o666))  # IPC_CREAT | rw for all; then only look it up
+    assert run_cases([make], ["add3"], [[((0,), "found")]])[0].passed == (True,)  # it was made
+    assert run_cases([find], ["add3"], [[((0,), errno.ENOENT)]])[0].passed == (True,)  # and is gone
+
+
 def test_everything_a_candidate_starts_dies_with_it(guarded, monkeypatch):
     """With the resource limits and the system-call filter switched off (so that fork works),
     an escaped candidate starts a process in a new session that sleeps; when the candidate
@@ -519,7 +566,8 @@ def test_without_pid_namespaces_the_process_group_dies(guarded, monkeypatch):
 def test_without_namespaces_the_sandbox_still_runs_and_says_so(guarded, monkeypatch, capsys):
     """A container that forbids namespaces, emulated by switching them off: candidates still run
     one per process, with the layers that remain, and the notice names the missing ones."""
-    namespaces = ("network namespace", "IPC namespace", "read-only filesystem", "PID namespace per candidate")
+    namespaces = ("network namespace", "IPC namespace", "IPC namespace per candidate", "read-only filesystem",
+                  "PID namespace per candidate")
     monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", namespaces)
     monkeypatch.setattr(sandbox, "_ANNOUNCED", None)
     sandbox.stop()
@@ -535,8 +583,8 @@ def test_without_namespaces_the_sandbox_still_runs_and_says_so(guarded, monkeypa
                    "return scope['result']")
     uid = escaped("import os\nresult = os.getuid()", "return scope['result']")
     refused = errno.EPERM if "system-call filter" in names else errno.EAGAIN  # the filter, else RLIMIT_NPROC
-    results = run_cases([GOOD, fork, uid], ["add3"] * 3,
-                        [CASES, [((0,), refused)], [((0,), 65534 if os.geteuid() == 0 else os.geteuid())]])
+    uid_inside = 65534 if os.geteuid() == 0 else (0 if "user namespace" in names else os.geteuid())
+    results = run_cases([GOOD, fork, uid], ["add3"] * 3, [CASES, [((0,), refused)], [((0,), uid_inside)]])
     assert [r.passed for r in results] == [(True, True, True), (True,), (True,)], results
 
 

@@ -63,14 +63,17 @@ What is guaranteed, and by which layer
      ``/proc/self/status``), **no new privileges** (``PR_SET_NO_NEW_PRIVS``).
    * a **system-call filter** (seccomp, x86_64 Linux; needs no privileges, so it holds where
      namespaces are refused too): no signals to other processes, no new processes, threads or
-     programs, no file or directory changes and no opening for writing, no sockets, no
-     namespaces or mounts, no tracing; everything else (memory, reading, the message) is let
-     through, each refusal an ``EPERM``.
+     programs, no file or directory changes and no opening for writing, no sockets, no System V
+     IPC or message queues, no namespaces or mounts, no tracing; everything else (memory,
+     reading, the message) is let through, each refusal an ``EPERM``.
    * namespaces: a **user namespace** (when the caller is not root), a **network namespace**
-     (no network at all), an **IPC namespace**, a **read-only filesystem** (a mount namespace in
-     which every mount is read-only), and the **PID namespaces** above.
+     (no network at all), a **read-only filesystem** (a mount namespace in which every mount is
+     read-only), an **IPC namespace** around all candidates and an **IPC namespace per
+     candidate** (shared memory and message queues it makes are seen by no other candidate and
+     destroyed when it ends), and the **PID namespaces** above.
 7. **Nothing left behind.** No file is created anywhere (the zygote works in ``/``, its error
-   output goes to an unnamed temporary file), and every candidate's process is reaped before
+   output goes to an unnamed temporary file), no shared memory outlives its candidate (the
+   IPC namespace and the filter), and every candidate's process is reaped before
    :func:`run_cases` returns. The zygote itself is kept for the next call (starting it costs
    an interpreter, the imports and the namespaces; keeping it costs a sleeping process that
    holds no candidate's state); :func:`stop` ends it, and it ends with this process.

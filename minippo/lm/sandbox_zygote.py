@@ -16,16 +16,19 @@ enforces every deadline from its own clock.
 Layers, each tried once and reported (the ``ready`` reply; :func:`minippo.lm.sandbox.layers`):
 
 * for this process and everything it starts: a **user namespace** (when not root), a **network
-  namespace** (no network at all, not even loopback), an **IPC namespace**, a **mount
-  namespace** in which every mount is **read-only**, **no new privileges**
-  (``PR_SET_NO_NEW_PRIVS``, inherited by every child), and a **PID namespace** whose init is the
-  zygote proper: if it dies, the kernel ends every candidate with it;
+  namespace** (no network at all, not even loopback), an **IPC namespace** (what a candidate
+  without one of its own makes there ends with the zygote), a **mount namespace** in which
+  every mount is **read-only**, **no new privileges** (``PR_SET_NO_NEW_PRIVS``, inherited by
+  every child), and a **PID namespace** whose init is the zygote proper: if it dies, the kernel
+  ends every candidate with it;
 * for each candidate's child, before it runs anything: a **PID namespace** of its own (the
-  candidate is its init: when it dies, everything it started dies), the **resource limits**, an
+  candidate is its init: when it dies, everything it started dies), an **IPC namespace** of its
+  own (shared memory and message queues die with it), the **resource limits**, an
   **unprivileged uid** (``nobody``, when the caller is root), **no capabilities**, a
   **parent-death signal** where there are no PID namespaces, a **system-call filter** (seccomp,
   x86_64: no signals to other processes, no new processes or programs, no file changes, no
-  sockets, no namespaces or mounts, no tracing), and a **CPU timer**.
+  sockets, no System V IPC or message queues, no namespaces or mounts, no tracing), and a **CPU
+  timer**.
 
 A layer the kernel refuses is reported missing, never faked: a probe child (:func:`probe`)
 tries the child layers once and reads back what the kernel says in ``/proc/self/status``;
@@ -69,9 +72,10 @@ ALWAYS = ("restricted builtins", "process per candidate", "CPU timer")
 #: Layers of the zygote, inherited by every child, in the order they are tried.
 ZYGOTE_LAYERS = ("user namespace", "network namespace", "IPC namespace", "read-only filesystem",
                  "no new privileges", "PID namespace per candidate")
-#: Layers each candidate's child sets up, in this order.
-CHILD_LAYERS = ("resource limits", "unprivileged uid", "no capabilities", "parent-death signal",
-                "system-call filter")
+#: Layers each candidate's child sets up, in this order (the IPC namespace while it still has the
+#: privilege to make one).
+CHILD_LAYERS = ("IPC namespace per candidate", "resource limits", "unprivileged uid", "no capabilities",
+                "parent-death signal", "system-call filter")
 
 # Linux constants (linux/sched.h, linux/prctl.h, linux/mount.h, linux/capability.h).
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
@@ -85,8 +89,9 @@ PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 AUDIT_ARCH_X86_64 = 0xC000003E
 #: System calls the filter refuses with EPERM (x86_64 numbers, asm/unistd_64.h): signals to other
 #: processes; new processes, threads and programs; changes to files, directories and their
-#: attributes; sockets; namespaces and mounts; tracing other processes; and kernel interfaces a
-#: function body never needs. ``open`` and ``openat`` are refused only for writing.
+#: attributes; sockets; System V IPC and POSIX message queues (objects that outlive a process);
+#: namespaces and mounts; tracing other processes; and kernel interfaces a function body never
+#: needs. ``open`` and ``openat`` are refused only for writing.
 DENIED_SYSCALLS_X86_64 = {
     "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
     "pidfd_send_signal": 424, "clone": 56, "clone3": 435, "fork": 57, "vfork": 58, "execve": 59,
@@ -101,7 +106,10 @@ DENIED_SYSCALLS_X86_64 = {
     "mount_setattr": 442, "move_mount": 429, "open_tree": 428, "fsopen": 430, "fsconfig": 431,
     "fsmount": 432, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
     "io_uring_setup": 425, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250,
-    "add_key": 248, "request_key": 249,
+    "add_key": 248, "request_key": 249, "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64,
+    "semop": 65, "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+    "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244,
+    "mq_getsetattr": 245,
 }
 OPEN_ARGUMENT_OF_FLAGS_X86_64 = {2: 1, 257: 2}  # open(path, flags), openat(dirfd, path, flags)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -350,6 +358,15 @@ def new_pid_namespace(context: dict) -> None:
 
 # --- layers of each candidate's child --------------------------------------------------------
 
+def new_ipc_namespace(context: dict) -> None:
+    """An IPC namespace of the candidate's own: the System V shared memory, semaphores and message
+    queues and the POSIX message queues it could make there are invisible to every other
+    candidate, and the kernel destroys them when the candidate's last process ends. (In a shared
+    namespace a shared-memory segment outlives its creator: a candidate could leave memory behind
+    for the whole life of the zygote.)"""
+    unshare(CLONE_NEWIPC)
+
+
 def set_limits(context: dict) -> None:
     """Memory, CPU, file size 0, 16 files, no new processes, no core dumps (soft = hard).
 
@@ -410,8 +427,8 @@ def filter_system_calls(context: dict) -> None:
     checked(libc("prctl")(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(context["filter"][0]), 0, 0))
 
 
-CHILD_STEPS = dict(zip(CHILD_LAYERS, (set_limits, drop_uid, drop_capabilities, set_parent_death_signal,
-                                      filter_system_calls)))
+CHILD_STEPS = dict(zip(CHILD_LAYERS, (new_ipc_namespace, set_limits, drop_uid, drop_capabilities,
+                                      set_parent_death_signal, filter_system_calls)))
 
 
 def syscall_filter():
