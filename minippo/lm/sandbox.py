@@ -66,6 +66,12 @@ What is guaranteed, and by which layer
      programs, no file or directory changes and no opening for writing, no sockets, no System V
      IPC or message queues, no namespaces or mounts, no tracing; everything else (memory,
      reading, the message) is let through, each refusal an ``EPERM``.
+   * **no file access** (Landlock, Linux 5.13+; needs no privileges either): the candidate may
+     open no file or directory at all, for reading, writing or executing (what was open before,
+     the message pipe, stays usable), may not trace or read the memory of any process outside
+     its domain (the caller's included), and, as the kernel's Landlock allows, may not use TCP
+     or signal a process outside it. A program that needs a module the zygote has not loaded
+     (a rare text codec, say) therefore fails with an error; the allowed modules are loaded.
    * namespaces: a **user namespace** (when the caller is not root), a **network namespace**
      (no network at all), a **read-only filesystem** (a mount namespace in which every mount is
      read-only), an **IPC namespace** around all candidates and an **IPC namespace per
@@ -78,25 +84,27 @@ What is guaranteed, and by which layer
    an interpreter, the imports and the namespaces; keeping it costs a sleeping process that
    holds no candidate's state); :func:`stop` ends it, and it ends with this process.
 
-A program that ran with the same arguments before is not run again: :func:`run_cases`
-remembers the last few thousand ordinary outcomes (``ok``, ``error``). Candidates see no clock,
-no randomness and no files, so a program returns what it returned before; what they can see
-that does vary (``id``, the hash of a ``str``) varies between zygotes, not between the runs of
-one. A policy repeats itself: in a 40-iteration RLHF-PPO run of chapter 8 about 45 distinct
-programs per batch are scored, on average 8 of them new.
+A program that ran with the same arguments before is not run again: :func:`run_cases` remembers
+the last few thousand ordinary outcomes (``ok``, ``error``). Candidates see no clock, no
+randomness and no files in their builtins, so a program returns what it returned before; what
+they can see that does vary (``id``, the hash of a ``str``) varies between zygotes, not between
+the runs of one. A policy repeats itself: in a 40-iteration RLHF-PPO run of chapter 8 about 45
+distinct programs per batch are scored, on average 8 of them new.
 
 What it does not guarantee
 --------------------------
 It is not a virtual machine. Every layer above is a Linux kernel feature, and a kernel bug is a
 way out; for code that is truly untrusted (an adversary's, not a small model's samples), run
-it in a VM or a system-call sandbox such as gVisor. A candidate can still read what its uid may
-read (as ``nobody``: world-readable files; without the uid drop: the caller's files) and use
-CPU and memory up to its limits. And a layer the system does not offer is missing, not
-replaced: in a container that forbids namespaces, or as a non-root user without user
-namespaces, a program that gets past the two Python-level layers runs with the caller's uid,
-held back by the system-call filter and the limits but able to read the caller's files; on
-macOS, or on Linux off x86_64 without namespaces, only the limits hold it back (the notice says
-which layers are there). Hash randomisation differs per zygote, so a body whose answer depends on
+it in a VM or a system-call sandbox such as gVisor. A candidate can still use CPU and memory up
+to its limits, and see what the kernel shows every process (its own ids, the time, the
+kernel's version). And a layer the system does not offer is missing, not replaced: without
+Landlock (Linux before 5.13, or a kernel built without it) a candidate can read what its uid
+may read (as ``nobody``: world-readable files; without the uid drop: the caller's files); in a
+container that forbids namespaces, or as a non-root user without user namespaces, a program
+that gets past the two Python-level layers runs with the caller's uid, held back by the
+system-call filter, Landlock and the limits; on macOS, or on Linux off x86_64 without
+namespaces and Landlock, only the limits hold it back (the notice says which layers are
+there). Hash randomisation differs per zygote, so a body whose answer depends on
 the iteration order of a set of strings may pass in one process and fail in the next.
 
 Cost: the zygote starts once (tens of milliseconds); then each new program costs a fork, about

@@ -27,8 +27,9 @@ Layers, each tried once and reported (the ``ready`` reply; :func:`minippo.lm.san
   **unprivileged uid** (``nobody``, when the caller is root), **no capabilities**, a
   **parent-death signal** where there are no PID namespaces, a **system-call filter** (seccomp,
   x86_64: no signals to other processes, no new processes or programs, no file changes, no
-  sockets, no System V IPC or message queues, no namespaces or mounts, no tracing), and a **CPU
-  timer**.
+  sockets, no System V IPC or message queues, no namespaces or mounts, no tracing), **no file
+  access** (a Landlock domain without rules: no file may be opened at all, no process outside
+  traced), and a **CPU timer**.
 
 A layer the kernel refuses is reported missing, never faked: a probe child (:func:`probe`)
 tries the child layers once and reads back what the kernel says in ``/proc/self/status``;
@@ -75,13 +76,16 @@ ZYGOTE_LAYERS = ("user namespace", "network namespace", "IPC namespace", "read-o
 #: Layers each candidate's child sets up, in this order (the IPC namespace while it still has the
 #: privilege to make one).
 CHILD_LAYERS = ("IPC namespace per candidate", "resource limits", "unprivileged uid", "no capabilities",
-                "parent-death signal", "system-call filter")
+                "parent-death signal", "system-call filter", "no file access")
 
 # Linux constants (linux/sched.h, linux/prctl.h, linux/mount.h, linux/capability.h).
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added in Linux 5.12)
+# Landlock (linux/landlock.h; the same numbers on every architecture, added in Linux 5.13).
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_RESTRICT_SELF = 444, 446
+LANDLOCK_CREATE_RULESET_VERSION = 1
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MS_PRIVATE = 0x1, 0x2, 1 << 18
 CAPABILITY_VERSION_3 = 0x20080522
@@ -310,11 +314,12 @@ def prepare(config: dict, report: dict, devnull: int, root: bool) -> dict:
     safe["__import__"] = safe_import
     context = {"builtins": safe, "root": root, "nobody": nobody_ids(), "devnull": devnull,
                "zygote": os.getpid(), "pid_namespace": None, "capset": None, "required": frozenset(),
-               "disabled": config["disabled"], "filter": None}
+               "disabled": config["disabled"], "filter": None, "landlock": "not Linux"}
     if LINUX:  # capset's arguments: a version-3 header for this process, two empty sets of three masks
         context["capset"] = ((ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0), (ctypes.c_uint32 * 6)())
         attempt(libc, "prctl")  # look the C functions up now, before any fork
         context["filter"] = syscall_filter()
+        context["landlock"] = landlock_ruleset()
     if not report["PID namespace per candidate"]:
         context["pid_namespace"] = os.open("/proc/self/ns/pid", os.O_RDONLY)
     return context
@@ -427,8 +432,57 @@ def filter_system_calls(context: dict) -> None:
     checked(libc("prctl")(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(context["filter"][0]), 0, 0))
 
 
+def forbid_files(context: dict) -> None:
+    """A Landlock domain with no rules: from now on this process may open no file or directory at
+    all, for reading, writing or executing (what it has open stays open: the message pipe,
+    /dev/null); may not trace or read the memory of any process outside the domain (the caller,
+    the zygote); and, where the kernel's Landlock is new enough, may neither bind nor connect TCP
+    sockets (ABI 4) nor signal a process or reach an abstract Unix socket outside it (ABI 6).
+    Needs no privileges, only no-new-privileges, so it holds where namespaces are refused."""
+    if isinstance(context["landlock"], str):
+        raise Unavailable(context["landlock"])
+    attr, size = context["landlock"]
+    syscall = libc("syscall")
+    fd = checked(syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size), 0))
+    try:
+        checked(syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), fd, 0))
+    finally:
+        os.close(fd)
+
+
+def landlock_ruleset():
+    """``(attributes, size)`` of the ruleset :func:`forbid_files` asks this kernel for: every
+    access right its Landlock ABI knows handled (so refused), or why there is no Landlock."""
+    abi = libc("syscall")(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
+                          LANDLOCK_CREATE_RULESET_VERSION)
+    if abi < 1:
+        err = ctypes.get_errno()
+        return {errno.ENOSYS: "no Landlock in this kernel (Linux 5.13+)",
+                errno.EOPNOTSUPP: "Landlock is switched off in this kernel"}.get(err, errno.errorcode.get(err, "?"))
+    file_rights = (1 << 13) - 1  # ABI 1: execute, write, read, read a directory, remove and make anything
+    for since, right in ((2, 1 << 13), (3, 1 << 14), (5, 1 << 15)):  # refer, truncate, ioctl on devices
+        file_rights |= right if abi >= since else 0
+
+    class RulesetAttr(ctypes.Structure):
+        _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                    ("scoped", ctypes.c_uint64)]
+
+    tcp, scopes = (0b11 if abi >= 4 else 0), (0b11 if abi >= 6 else 0)  # bind + connect; abstract sockets + signals
+    return RulesetAttr(file_rights, tcp, scopes), 8 if abi < 4 else (16 if abi < 6 else 24)
+
+
+def no_file_opens(context: dict) -> None:
+    """The probe's check of :func:`forbid_files`: opening ``/`` for reading must be refused."""
+    try:
+        fd = os.open("/", os.O_RDONLY)
+    except PermissionError:
+        return
+    os.close(fd)
+    raise Unavailable("the kernel still let the probe open /")
+
+
 CHILD_STEPS = dict(zip(CHILD_LAYERS, (new_ipc_namespace, set_limits, drop_uid, drop_capabilities,
-                                      set_parent_death_signal, filter_system_calls)))
+                                      set_parent_death_signal, filter_system_calls, forbid_files)))
 
 
 def syscall_filter():
@@ -498,11 +552,15 @@ def probe(config: dict, context: dict) -> dict[str, str]:
         try:
             isolate(write_fd, context["devnull"])
             report = {}
-            for name in CHILD_LAYERS:
+            for name in CHILD_LAYERS[:CHILD_LAYERS.index("no file access")]:
                 report[name] = "switched off" if name in context["disabled"] else attempt(CHILD_STEPS[name], context)
             if not report["resource limits"]:
                 report["resource limits"] = attempt(limits_in_force, context)
-            report.update(kernel_view(report))
+            report.update(kernel_view(report))  # before the last layer, after which no file opens
+            name = "no file access"
+            report[name] = "switched off" if name in context["disabled"] else attempt(forbid_files, context)
+            if not report[name]:
+                report[name] = attempt(no_file_opens, context)
             if had_pid_namespace and not pid_namespace and os.getpid() != 1:
                 report["PID namespace per candidate"] = "the child is not its namespace's init"
             write_all(3, "".join(f"{k}\t{v}\n" for k, v in report.items()).encode())
