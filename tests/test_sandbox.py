@@ -385,6 +385,31 @@ def test_the_os_layers_hold_against_an_escaped_program(guarded, monkeypatch, fil
     assert {k: r.passed for k, r in zip(wanted, results)} == {k: (True,) for k in wanted}, results
 
 
+#: The layers of the operating system that tests switch off, to show that another holds alone.
+OS_LAYERS = ("network namespace", "IPC namespace", "IPC namespace per candidate", "read-only filesystem",
+             "PID namespace per candidate", "resource limits", "unprivileged uid", "system-call filter",
+             "no file access")
+
+
+def keep_only(monkeypatch, layer: str) -> None:
+    """Switch off every OS layer but ``layer`` (the next call starts a zygote without them)."""
+    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", tuple(name for name in OS_LAYERS if name != layer))
+    sandbox.stop()
+
+
+def errno_of(statement: str) -> str:
+    """Code for :func:`escaped` that runs ``statement`` and leaves in ``result`` the error number
+    the kernel answered, or ``'done'``."""
+    return f"import os\ntry:\n    {statement}\n    result = 'done'\nexcept OSError as e:\n    result = e.errno"
+
+
+def findings(probes: list, answers: list, guard: SimpleNamespace) -> list:
+    """Run each probe as an escaped candidate that returns its ``result``, with the answer it
+    should have found as its one case."""
+    programs = [fill(escaped(code, "return scope['result']"), guard) for code in probes]
+    return run_cases(programs, ["add3"] * len(programs), [[((0,), answer)] for answer in answers])
+
+
 def test_the_system_call_filter_holds_on_its_own(guarded, monkeypatch):
     """Every other OS layer switched off (the candidate even stays root, when the caller is):
     the filter alone refuses signals, new processes, file changes and sockets. The probes are
@@ -393,18 +418,14 @@ def test_the_system_call_filter_holds_on_its_own(guarded, monkeypatch):
 
     if not (sandbox.zygote.LINUX and os.uname().machine == "x86_64"):
         pytest.skip("the filter is for x86_64 Linux")
-    others = ("network namespace", "IPC namespace", "IPC namespace per candidate", "read-only filesystem",
-              "PID namespace per candidate", "resource limits", "unprivileged uid", "no file access")
-    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", others)
-    sandbox.stop()
+    keep_only(monkeypatch, "system-call filter")
     assert "system-call filter" in sandbox.layers()
-    attempt = "try:\n    {}\n    result = 'done'\nexcept OSError as e:\n    result = e.errno"
-    probes = ["import os\n" + attempt.format("os.kill(CALLER_PID, 0)"),
-              "import os\n" + attempt.format("os.close(os.open('BAIT_PATH/new.txt', os.O_WRONLY | os.O_CREAT))"),
-              "import os\n" + attempt.format("os.unlink('KEEP_PATH')"),
-              "import os\n" + attempt.format("os.rename('KEEP_PATH', 'BAIT_PATH/moved.txt')"),
-              "import os\n" + attempt.format("os._exit(0) if os.fork() == 0 else None"),
-              "import os\n" + attempt.format("os.execv('/bin/true', ['true'])"),
+    probes = [errno_of("os.kill(CALLER_PID, 0)"),
+              errno_of("os.close(os.open('BAIT_PATH/new.txt', os.O_WRONLY | os.O_CREAT))"),
+              errno_of("os.unlink('KEEP_PATH')"),
+              errno_of("os.rename('KEEP_PATH', 'BAIT_PATH/moved.txt')"),
+              errno_of("os._exit(0) if os.fork() == 0 else None"),
+              errno_of("os.execv('/bin/true', ['true'])"),
               "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
               "result = 'done' if libc.socket(2, 1, 0) >= 0 else ctypes.get_errno()",
               "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
@@ -413,8 +434,7 @@ def test_the_system_call_filter_holds_on_its_own(guarded, monkeypatch):
               "result = 'done' if libc.mq_open(b'/q', 0o100 | 2, 0o600, None) >= 0 else ctypes.get_errno()",
               "result = len(open('KEEP_PATH').read())"]  # reading is allowed
     answers = [errno.EPERM] * 9 + [len("keep me")]
-    programs = [fill(escaped(code, "return scope['result']"), guarded) for code in probes]
-    results = run_cases(programs, ["add3"] * len(programs), [[((0,), answer)] for answer in answers])
+    results = findings(probes, answers, guarded)
     assert [r.passed for r in results] == [(True,)] * len(probes), results
 
 
@@ -425,21 +445,14 @@ def test_landlock_holds_on_its_own(guarded, monkeypatch):
     message pipe). The probes are harmless should it fail."""
     import errno
 
-    others = ("network namespace", "IPC namespace", "IPC namespace per candidate", "read-only filesystem",
-              "PID namespace per candidate", "resource limits", "unprivileged uid", "system-call filter")
-    monkeypatch.setattr(sandbox, "_DISABLED_LAYERS", others)
-    sandbox.stop()
+    keep_only(monkeypatch, "no file access")
     if not active("no file access"):
         pytest.skip("this kernel has no Landlock")
-    attempt = "try:\n    {}\n    result = 'done'\nexcept OSError as e:\n    result = e.errno"
-    probes = ["import os\n" + attempt.format("open('KEEP_PATH').read()"),
-              "import os\n" + attempt.format("os.listdir('/')"),
-              "import os\n" + attempt.format("os.close(os.open('BAIT_PATH/new.txt', os.O_WRONLY | os.O_CREAT))"),
-              "import os\n" + attempt.format("os.unlink('KEEP_PATH')"),
-              "import os\n" + attempt.format("open('/proc/CALLER_PID/mem', 'rb').read(1)"),
-              "import os\n" + attempt.format("os.execv('/bin/true', ['true'])")]
-    programs = [fill(escaped(code, "return scope['result']"), guarded) for code in probes]
-    results = run_cases(programs, ["add3"] * len(programs), [[((0,), errno.EACCES)]] * len(probes))
+    probes = [errno_of("open('KEEP_PATH').read()"), errno_of("os.listdir('/')"),
+              errno_of("os.close(os.open('BAIT_PATH/new.txt', os.O_WRONLY | os.O_CREAT))"),
+              errno_of("os.unlink('KEEP_PATH')"), errno_of("open('/proc/CALLER_PID/mem', 'rb').read(1)"),
+              errno_of("os.execv('/bin/true', ['true'])")]
+    results = findings(probes, [errno.EACCES] * len(probes), guarded)
     assert [r.passed for r in results] == [(True,)] * len(probes), results
 
 
