@@ -799,8 +799,8 @@ def _cases_group_advantages(i: int, gen: torch.Generator):
                  "one group only", "binary pass/fail scores"]
     what = scenarios[i] if i < len(scenarios) else "random groups"
     G = 2 if what == "group size 2" else int(torch.randint(2, 7, (), generator=gen))
-    n = 1 if what == "one group only" else int(torch.randint(2, 5, (), generator=gen))
-    scores = torch.randn(n * G, generator=gen)  # (Q * G,)
+    Q = 1 if what == "one group only" else int(torch.randint(2, 5, (), generator=gen))
+    scores = torch.randn(Q * G, generator=gen)  # (Q * G,)
     if what == "a group whose scores are all equal":
         scores[:G] = 0.7
     elif what == "binary pass/fail scores":
@@ -810,7 +810,7 @@ def _cases_group_advantages(i: int, gen: torch.Generator):
 
 
 def check_group_advantages(fn: Callable, n_cases: int = 20) -> bool:
-    r"""Check ``fn(scores, group_size, scale) -> (n * G,)``, GRPO's group-relative advantage
+    r"""Check ``fn(scores, group_size, scale) -> (Q * G,)``, GRPO's group-relative advantage
     :math:`(s_i - \operatorname{mean}(s)) / (\operatorname{std}(s) + 10^{-4})` (no division when
     ``scale`` is False, Dr. GRPO), against :func:`minippo.lm.alternatives.group_advantages`.
     Chapter 9, GRPO."""
