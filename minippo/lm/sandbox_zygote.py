@@ -453,8 +453,11 @@ def forbid_files(context: dict) -> None:
 def landlock_ruleset():
     """``(attributes, size)`` of the ruleset :func:`forbid_files` asks this kernel for: every
     access right its Landlock ABI knows handled (so refused), or why there is no Landlock."""
-    abi = libc("syscall")(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
-                          LANDLOCK_CREATE_RULESET_VERSION)
+    try:
+        abi = libc("syscall")(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
+                              LANDLOCK_CREATE_RULESET_VERSION)
+    except Unavailable as e:
+        return str(e)
     if abi < 1:
         err = ctypes.get_errno()
         return {errno.ENOSYS: "no Landlock in this kernel (Linux 5.13+)",
