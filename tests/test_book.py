@@ -160,14 +160,16 @@ def chromium():
 class Visit:
     """One page opened offline, with its console errors, failed and blocked requests.
 
-    The page counts as loaded at Playwright's "networkidle": the ``load`` event has fired and no
-    request has been open for 0.5 s. Every request is local, yet three times in about twenty
-    test runs on a busy machine (both xdist workers executing) a page of chapter 7 did not
-    settle, within 30 s and then within 120 s, with no request failing. A page that has not
-    settled after ``SETTLE_S`` is therefore opened once more in a fresh context; a second page
-    that does not settle fails the test, naming the requests both openings still waited for."""
+    The page counts as loaded once the ``load`` event has fired and no request of the page has
+    been open for ``QUIET_S``, as this class sees the requests start and finish. (Playwright's
+    own "networkidle" means the same, but four times in about twenty-five test runs on a busy
+    machine it never came for a page of chapter 7, within 30, 60 and 120 s, while no request of
+    the page was open: the last failure listed none.) A page that has not settled after
+    ``SETTLE_S`` is opened once more in a fresh context; a second page that does not settle
+    fails the test, naming the requests both openings still waited for."""
 
     SETTLE_S = 60
+    QUIET_S = 0.5
 
     def __init__(self, browser, base: str, doc: str, viewport: dict | None = None, query: str = ""):
         self.base = base
@@ -191,7 +193,7 @@ class Visit:
                          if r.status >= 400 else None)
             try:
                 self.response = self.page.goto(self.url, wait_until="load", timeout=120_000)
-                self.page.wait_for_load_state("networkidle", timeout=self.SETTLE_S * 1000)
+                self._wait_until_quiet()
                 break
             except PlaywrightTimeout:
                 now = time.monotonic()
@@ -202,6 +204,20 @@ class Visit:
                                 f"opening waited for {first_opening}, the second for {waiting}")
                 first_opening = waiting
         self.wait_for_math()
+
+    def _wait_until_quiet(self):
+        """Return once no request has been open for ``QUIET_S``; raise Playwright's timeout
+        after ``SETTLE_S``. (Waiting on the page lets Playwright deliver the request events.)"""
+        deadline, quiet_since = time.monotonic() + self.SETTLE_S, None
+        while time.monotonic() < deadline:
+            if self.open:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= self.QUIET_S:
+                return
+            self.page.wait_for_timeout(50)
+        raise PlaywrightTimeout(f"requests still open after {self.SETTLE_S} s")
 
     def _request_failed(self, request):
         self.open.pop(request, None)
