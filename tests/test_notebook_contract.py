@@ -133,6 +133,20 @@ def test_no_stored_outputs(notebook):
     assert "widgets" not in nb.metadata, f"{path.name} stores widget state: clear outputs"
 
 
+#: The longest code line that fits the rendered page's code column at 1280 px (832 px of
+#: monospace: 98 characters show, 96 with the scroll bar's margin); test_look.py measures it.
+MAX_CODE_LINE = 95
+
+
+def test_code_lines_fit_the_page(notebook):
+    """A longer code line scrolls sideways in the book (test_look.py finds it only after a build)."""
+    path, nb = notebook
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            long = [line for line in cell.source.splitlines() if len(line) > MAX_CODE_LINE]
+            assert not long, f"{path.name}, cell {i}: lines over {MAX_CODE_LINE} characters: {long}"
+
+
 def test_no_control_characters(notebook):
     """A JSON escape such as ``\\b`` in ``$\\beta$`` silently becomes a backspace and breaks the math."""
     path, nb = notebook
