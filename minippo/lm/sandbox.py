@@ -99,7 +99,8 @@ it in a VM or a system-call sandbox such as gVisor. A candidate can still use CP
 to its limits, and see what the kernel shows every process (its own ids, the time, the
 kernel's version). And a layer the system does not offer is missing, not replaced: without
 Landlock (Linux before 5.13, or a kernel built without it) a candidate can read what its uid
-may read (as ``nobody``: world-readable files; without the uid drop: the caller's files); in a
+may read (as ``nobody``: world-readable files; without the uid drop: the caller's files, and,
+where no user namespace separates them, the caller's memory, expected answers included); in a
 container that forbids namespaces, or as a non-root user without user namespaces, a program
 that gets past the two Python-level layers runs with the caller's uid, held back by the
 system-call filter, Landlock and the limits; on macOS, or on Linux off x86_64 without
