@@ -561,7 +561,7 @@ def probe(config: dict, context: dict) -> dict[str, str]:
                 report["resource limits"] = attempt(limits_in_force, context)
             report.update(kernel_view(report))  # before the last layer, after which no file opens
             name = "no file access"
-            report[name] = "switched off" if name in context["disabled"] else attempt(forbid_files, context)
+            report[name] = "switched off" if name in context["disabled"] else attempt(CHILD_STEPS[name], context)
             if not report[name]:
                 report[name] = attempt(no_file_opens, context)
             if had_pid_namespace and not pid_namespace and os.getpid() != 1:
